@@ -1,0 +1,72 @@
+"""Every private livekit-agents name this package relies on, in one place.
+
+livekit-agents 1.8.x exposes no public way to learn which speech a frame belongs to, that a
+TTS failed mid-segment, or that an avatar sink cancelled a capture. The names below are
+checked by ``tests/test_livekit_private.py``, which fails loudly when an upgrade renames or
+removes one of them.
+"""
+
+from __future__ import annotations
+
+from livekit.agents.voice import io as _io
+from livekit.agents.voice.agent_activity import _SpeechHandleContextVar
+from livekit.agents.voice.io import AudioOutput, PlaybackFinishedEvent
+from livekit.agents.voice.speech_handle import SpeechHandle
+
+__all__ = [
+    "HookedAudioOutput",
+    "current_speech",
+    "release_sink_proxy",
+]
+
+
+def current_speech() -> SpeechHandle | None:
+    """Return the speech whose task is running, as livekit's speech context records it.
+
+    It is set for the speech's tasks (``llm_node``, ``tts_node``, audio forwarding, realtime
+    stream pulls), which is why it is right where ``session.current_speech`` is not
+    (preemptive generation, a queued reply generating while another one plays).
+    """
+    return _SpeechHandleContextVar.get(None)
+
+
+class HookedAudioOutput(AudioOutput):
+    """An ``AudioOutput`` whose private livekit hooks are turned into overridable methods."""
+
+    def _mark_input_truncated(self) -> None:
+        # livekit calls this on the top output just before flush() when the TTS failed
+        # mid-segment; it then counts the segment as partial.
+        self._on_input_truncated()
+        super()._mark_input_truncated()
+
+    def _dispatch_playback_finished(self, ev: PlaybackFinishedEvent) -> None:
+        # A capture cancelled before the sink accepted audio (avatar data streams) is
+        # re-emitted by the base class without calling on_playback_finished().
+        cancelled = isinstance(ev, _io._CaptureCancelledEvent)
+        super()._dispatch_playback_finished(ev)
+        if cancelled:
+            self._on_capture_cancelled()
+
+    def _on_input_truncated(self) -> None:
+        """Called when the source of the segment being captured was cut short (TTS error)."""
+
+    def _on_capture_cancelled(self) -> None:
+        """Called when the sink cancelled the segment before it accepted any audio."""
+
+
+def release_sink_proxy(output: AudioOutput) -> AudioOutput:
+    """Undo the swap proxy ``AudioOutput.__init__`` puts above a bare sink.
+
+    A wrapper built over a sink with no ``next_in_chain`` gets livekit's ``_AudioSinkProxy``
+    in between. When the wrapper goes away, the proxy must stop listening to the sink, or it
+    would keep receiving (and warning about) playback events nobody counted. Returns the
+    sink the proxy leads to now (``replace_audio_tail`` may have swapped it), or ``output``
+    itself when it is not such a proxy.
+    """
+    if not isinstance(output, _io._AudioSinkProxy):
+        return output
+    sink = output.next_in_chain
+    sink.off("playback_finished", output._dispatch_playback_finished)
+    sink.off("playback_started", output._forward_next_playback_started)
+    sink.off("playback_progressed", output._forward_next_playback_progressed)
+    return sink

@@ -1,0 +1,169 @@
+"""``MessageBoundary`` markers and the ``@track_messages`` decorator for ``llm_node``."""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import inspect
+import logging
+import warnings
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
+from types import MappingProxyType
+from typing import Any, TypeVar
+
+from livekit.agents import Agent
+from livekit.agents.llm import ChatChunk
+from livekit.agents.types import FlushSentinel
+
+from . import _livekit
+from .ids import check_message_id, check_metadata
+
+__all__ = ["MessageBoundary", "track_messages"]
+
+logger = logging.getLogger("playback_hooks")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+# True while a @track_messages wrapper is pulling from the node it decorates: a marker
+# created then is seen by the wrapper.
+_tracking: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "playback_hooks_tracking", default=False
+)
+
+
+class MessageBoundary(FlushSentinel):
+    """Starts a new message in an ``llm_node`` stream, with its id and metadata.
+
+    It is a livekit ``FlushSentinel``: livekit ends the current audio segment there, so the
+    text after it is synthesized and played as its own segment. ``@track_messages`` on the
+    ``llm_node`` gives that segment this id and metadata in the playback events.
+
+    Args:
+        id: The message id reported in the events. A non-empty str.
+        metadata: Any mapping; the events carry a read-only copy.
+
+    Raises:
+        TypeError: ``id`` is not a str or ``metadata`` is not a mapping.
+        ValueError: ``id`` is empty or uses the prefix reserved for automatic ids.
+    """
+
+    __slots__ = ("_id", "_metadata")
+
+    def __init__(self, id: str, *, metadata: Mapping[str, Any] | None = None) -> None:
+        self._id = check_message_id(id, "MessageBoundary", "id")
+        self._metadata: Mapping[str, Any] = MappingProxyType(
+            dict(check_metadata(metadata, "MessageBoundary"))
+        )
+        if not _tracking.get() and _livekit.current_speech() is not None:
+            warnings.warn(
+                f"MessageBoundary({self._id!r}) was yielded from an llm_node that is not "
+                "decorated with @playback_hooks.track_messages: it only splits the audio, "
+                "and the message gets an automatic id",
+                stacklevel=2,
+            )
+
+    @property
+    def id(self) -> str:
+        """The message id."""
+        return self._id
+
+    @property
+    def metadata(self) -> Mapping[str, Any]:
+        """The read-only metadata."""
+        return self._metadata
+
+    def __repr__(self) -> str:
+        return f"MessageBoundary({self._id!r}, metadata={dict(self._metadata)!r})"
+
+
+def track_messages(fn: F) -> F:
+    """Decorate an ``llm_node`` so the ``MessageBoundary`` markers it yields name messages.
+
+    Every audio segment livekit will create from the node's output becomes one message:
+    the text after a marker gets the marker's id and metadata; text before the first marker
+    or after a plain ``FlushSentinel`` gets an automatic id. A marker followed by no text
+    (another marker, or the end of the stream) still becomes a message, finished as
+    ``"skipped"``.
+
+    Raises:
+        TypeError: ``fn`` is not an async function or async generator function.
+    """
+    if not (inspect.isasyncgenfunction(fn) or inspect.iscoroutinefunction(fn)):
+        raise TypeError(
+            "track_messages decorates an llm_node (an async generator or async function "
+            f"taking the agent, chat_ctx, tools and model_settings), got {fn!r}"
+        )
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        agent = args[0] if args and isinstance(args[0], Agent) else None
+        result = fn(*args, **kwargs)
+        if inspect.iscoroutine(result):
+            return _await_then_track(result, agent)
+        if isinstance(result, AsyncIterable):
+            return _track(result, agent)
+        return result
+
+    return wrapper  # type: ignore[return-value]
+
+
+async def _await_then_track(coro: Any, agent: Agent | None) -> Any:
+    token = _tracking.set(True)
+    try:
+        result = await coro
+    finally:
+        _tracking.reset(token)
+    if isinstance(result, AsyncIterable):
+        return _track(result, agent)
+    return result
+
+
+def _has_text(chunk: Any) -> bool:
+    # Mirrors livekit's rule for what opens a segment: non-empty str content.
+    if isinstance(chunk, str):
+        return bool(chunk)
+    if isinstance(chunk, ChatChunk):
+        return bool(chunk.delta and chunk.delta.content)
+    return False
+
+
+async def _track(stream: AsyncIterable[Any], agent: Agent | None) -> AsyncIterator[Any]:
+    """Yield ``stream`` unchanged while announcing one message per segment it will create."""
+    from .tracker import announcer_for
+
+    announce = announcer_for(agent, _livekit.current_speech())
+    iterator = stream.__aiter__()
+    pending: MessageBoundary | None = None  # marker waiting for its first text
+    in_segment = False
+    try:
+        while True:
+            token = _tracking.set(True)
+            try:
+                chunk = await iterator.__anext__()
+            except StopAsyncIteration:
+                break
+            finally:
+                _tracking.reset(token)
+
+            if isinstance(chunk, MessageBoundary):
+                if pending is not None and announce is not None:
+                    announce(pending.id, pending.metadata, False)
+                pending = chunk
+                in_segment = False
+            elif isinstance(chunk, FlushSentinel):
+                in_segment = False
+            elif not in_segment and _has_text(chunk):
+                in_segment = True
+                if announce is not None:
+                    if pending is not None:
+                        announce(pending.id, pending.metadata, True)
+                    else:
+                        announce(None, MappingProxyType({}), True)
+                pending = None
+            yield chunk
+    finally:
+        if pending is not None and announce is not None:
+            announce(pending.id, pending.metadata, False)
+        aclose = getattr(iterator, "aclose", None)
+        if aclose is not None:
+            await aclose()

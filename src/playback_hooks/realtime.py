@@ -1,0 +1,116 @@
+"""The realtime tap: learns each item of a realtime response, in order, with its id."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from collections.abc import AsyncIterable, AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from livekit.agents import llm
+
+from . import _livekit
+
+if TYPE_CHECKING:
+    from .tracker import PlaybackTracker, _Message
+
+__all__ = ["RealtimeTaps"]
+
+logger = logging.getLogger("playback_hooks")
+
+T = TypeVar("T")
+
+# How long to look for the realtime session of an agent after a handoff, and how often.
+_HANDOFF_WATCH_SECONDS = 60.0
+_HANDOFF_POLL_SECONDS = 0.005
+
+
+class RealtimeTaps:
+    """Taps every realtime session the tracked session's agents use.
+
+    livekit's agent activity reads ``GenerationCreatedEvent.message_stream`` only later,
+    inside the speech task; the tap replaces it with a stream that announces each
+    ``MessageGeneration`` to the tracker (id == ``message_id``) as livekit pulls it, and
+    tells the tracker when livekit starts processing an item (first pull of its audio or
+    text), so items that never produce a segment end as skipped in their place.
+    """
+
+    def __init__(self, tracker: PlaybackTracker) -> None:
+        self._tracker = tracker
+        self._sessions: weakref.WeakSet[llm.RealtimeSession[Any]] = weakref.WeakSet()
+        self._watch: asyncio.Task[None] | None = None
+        self._closed = False
+
+    def tap_current_agent(self) -> None:
+        """Tap the current agent's realtime session, if it has one not tapped yet."""
+        if self._closed:
+            return
+        try:
+            rt_session = self._tracker.session.current_agent.realtime_llm_session
+        except RuntimeError:
+            return  # no agent running, or not a realtime agent
+        if rt_session in self._sessions:
+            return
+        self._sessions.add(rt_session)
+        rt_session.on("generation_created", self._on_generation_created)
+
+    def watch_handoff(self) -> None:
+        """After a handoff, tap the new agent's realtime session as soon as it exists."""
+        if self._closed or (self._watch is not None and not self._watch.done()):
+            return
+        self._watch = asyncio.ensure_future(self._watch_for_session())
+
+    async def _watch_for_session(self) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _HANDOFF_WATCH_SECONDS
+        known = set(self._sessions)
+        while loop.time() < deadline and not self._closed:
+            self.tap_current_agent()
+            if set(self._sessions) - known:
+                return
+            await asyncio.sleep(_HANDOFF_POLL_SECONDS)
+
+    def close(self) -> None:
+        """Untap every session and stop watching."""
+        self._closed = True
+        for rt_session in list(self._sessions):
+            rt_session.off("generation_created", self._on_generation_created)
+        self._sessions = weakref.WeakSet()
+        if self._watch is not None:
+            self._watch.cancel()
+
+    def _on_generation_created(self, ev: llm.GenerationCreatedEvent) -> None:
+        if self._closed:
+            return
+        ev.message_stream = self._messages(ev.message_stream)
+
+    async def _messages(
+        self, stream: AsyncIterable[llm.MessageGeneration]
+    ) -> AsyncIterator[llm.MessageGeneration]:
+        async for item in stream:
+            handle = _livekit.current_speech()
+            if handle is not None and not self._closed:
+                msg = self._tracker._announce(handle, item.message_id, _empty(), "realtime", True)
+                if msg is not None:
+
+                    def begins(handle: Any = handle, msg: _Message = msg) -> None:
+                        self._tracker._realtime_item_begins(handle, msg)
+
+                    item.audio_stream = _on_first_pull(item.audio_stream, begins)
+                    item.text_stream = _on_first_pull(item.text_stream, begins)
+            yield item
+
+
+def _empty() -> Any:
+    from types import MappingProxyType
+
+    return MappingProxyType({})
+
+
+async def _on_first_pull(
+    stream: AsyncIterable[T], callback: Callable[[], None]
+) -> AsyncIterator[T]:
+    callback()
+    async for value in stream:
+        yield value

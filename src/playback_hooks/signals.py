@@ -1,0 +1,242 @@
+"""The blinker signals, the decorators that subscribe to them, and isolated dispatch."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar, overload
+
+from blinker import ANY, Namespace, Signal
+from livekit.agents import AgentSession
+
+from .events import MessagePlaybackFinished, MessagePlaybackStarted
+
+__all__ = [
+    "disconnect",
+    "message_playback_finished",
+    "message_playback_started",
+    "on_message_finished",
+    "on_message_played",
+]
+
+logger = logging.getLogger("playback_hooks")
+
+_namespace = Namespace()
+
+message_playback_started: Signal = _namespace.signal(
+    "message_playback_started",
+    doc="""A message's first frame reached the sink.
+
+    Sender: the ``AgentSession``. Receivers are called as ``fn(session, event=...)`` with a
+    ``MessagePlaybackStarted``; they should accept ``**kwargs``.
+    """,
+)
+message_playback_finished: Signal = _namespace.signal(
+    "message_playback_finished",
+    doc="""A message's playback ended (full, partial or skipped).
+
+    Sender: the ``AgentSession``. Receivers are called as ``fn(session, event=...)`` with a
+    ``MessagePlaybackFinished``; they should accept ``**kwargs``.
+    """,
+)
+
+Event = MessagePlaybackStarted | MessagePlaybackFinished
+F = TypeVar("F", bound=Callable[..., Any])
+
+# Attribute under which a decorated handler keeps the receivers connected for it, so that
+# disconnect() can find them.
+_RECEIVERS_ATTR = "__playback_hooks_receivers__"
+
+
+class Dispatcher:
+    """Delivers one session's events to the signals' receivers, outside the audio path.
+
+    Events are queued in the order the tracker produces them and delivered on a later loop
+    iteration, so no receiver runs inside the sink's callback. Each receiver is isolated: an
+    exception is logged with the event's ids and the next receiver still runs. A receiver
+    that returns an awaitable (an ``async def`` handler) runs as a task this dispatcher owns.
+    """
+
+    def __init__(self, sender: AgentSession[Any], loop: asyncio.AbstractEventLoop) -> None:
+        self._sender = sender
+        self._loop = loop
+        self._queue: list[tuple[Signal, Event]] = []
+        self._scheduled = False
+        self._closed = False
+        self._tasks: set[asyncio.Task[Any]] = set()
+        # called with each event just before its receivers (the tracker's wait_for)
+        self.on_deliver: Callable[[Event], None] | None = None
+
+    @property
+    def pending_tasks(self) -> int:
+        """Handler tasks still running."""
+        return len(self._tasks)
+
+    def send(self, signal: Signal, event: Event) -> None:
+        """Queue ``event`` for ``signal``'s receivers; delivery happens on a later iteration."""
+        if self._closed:
+            return
+        self._queue.append((signal, event))
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self._deliver_queued)
+
+    def close(self) -> list[asyncio.Task[Any]]:
+        """Stop delivering, cancel running handler tasks and return them for awaiting."""
+        self._closed = True
+        self._queue.clear()
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        return tasks
+
+    def _deliver_queued(self) -> None:
+        self._scheduled = False
+        queue, self._queue = self._queue, []
+        for signal, event in queue:
+            if self._closed:
+                return
+            if self.on_deliver is not None:
+                self.on_deliver(event)
+            self._deliver(signal, event)
+
+    def _deliver(self, signal: Signal, event: Event) -> None:
+        for receiver in list(signal.receivers_for(self._sender)):
+            try:
+                result = receiver(self._sender, event=event)
+            except Exception:
+                logger.exception(
+                    "playback handler raised",
+                    extra=_log_extra(event, receiver),
+                )
+                continue
+            if inspect.isawaitable(result):
+                self._start_task(result, event, receiver)
+
+    def _start_task(self, awaitable: Any, event: Event, receiver: Callable[..., Any]) -> None:
+        task: asyncio.Task[Any] = asyncio.ensure_future(awaitable, loop=self._loop)
+        self._tasks.add(task)
+
+        def _done(t: asyncio.Task[Any]) -> None:
+            self._tasks.discard(t)
+            if t.cancelled():
+                return
+            if (exc := t.exception()) is not None:
+                logger.error(
+                    "async playback handler raised",
+                    exc_info=exc,
+                    extra=_log_extra(event, receiver),
+                )
+
+        task.add_done_callback(_done)
+
+
+def _log_extra(event: Event, receiver: Callable[..., Any]) -> dict[str, Any]:
+    return {
+        "message_id": event.message_id,
+        "speech_id": event.speech_id,
+        "handler": getattr(receiver, "__qualname__", repr(receiver)),
+    }
+
+
+def _subscribe(
+    signal: Signal,
+    decorator: str,
+    fn: F,
+    session: AgentSession[Any] | None,
+    message_id: str | None,
+) -> F:
+    if not callable(fn):
+        raise TypeError(f"{decorator}: the handler must be callable, got {type(fn).__name__}")
+    if session is not None and not isinstance(session, AgentSession):
+        raise TypeError(
+            f"{decorator}: session must be an AgentSession, got {type(session).__name__}"
+        )
+    if message_id is not None:
+        if not isinstance(message_id, str):
+            raise TypeError(
+                f"{decorator}: message_id must be a str, got {type(message_id).__name__}"
+            )
+        if not message_id:
+            raise ValueError(f"{decorator}: message_id must not be empty")
+
+    def receiver(sender: AgentSession[Any], *, event: Event, **_: Any) -> Any:
+        if message_id is not None and event.message_id != message_id:
+            return None
+        return fn(event)
+
+    receiver.__qualname__ = getattr(fn, "__qualname__", receiver.__qualname__)
+    # Strong reference: a handler defined inside a function must not silently vanish.
+    signal.connect(receiver, sender=ANY if session is None else session, weak=False)
+    receivers: list[tuple[Signal, Callable[..., Any]]] = getattr(fn, _RECEIVERS_ATTR, [])
+    receivers.append((signal, receiver))
+    # builtins and slotted callables cannot carry it: disconnect() cannot find them
+    with contextlib.suppress(AttributeError):
+        setattr(fn, _RECEIVERS_ATTR, receivers)
+    return fn
+
+
+@overload
+def on_message_played(fn: F, /) -> F: ...
+@overload
+def on_message_played(
+    *, session: AgentSession[Any] | None = None, message_id: str | None = None
+) -> Callable[[F], F]: ...
+def on_message_played(
+    fn: F | None = None,
+    /,
+    *,
+    session: AgentSession[Any] | None = None,
+    message_id: str | None = None,
+) -> F | Callable[[F], F]:
+    """Run ``fn(event)`` when a message starts playing (``MessagePlaybackStarted``).
+
+    Use bare (``@on_message_played``) or with filters
+    (``@on_message_played(session=s, message_id="answer")``). ``fn`` may be sync or async;
+    async handlers run as tasks owned by the session's tracker. The handler is registered
+    strongly and stays until ``disconnect(fn)``.
+    """
+    if fn is not None:
+        return _subscribe(message_playback_started, "on_message_played", fn, session, message_id)
+
+    def decorate(f: F) -> F:
+        return _subscribe(message_playback_started, "on_message_played", f, session, message_id)
+
+    return decorate
+
+
+@overload
+def on_message_finished(fn: F, /) -> F: ...
+@overload
+def on_message_finished(
+    *, session: AgentSession[Any] | None = None, message_id: str | None = None
+) -> Callable[[F], F]: ...
+def on_message_finished(
+    fn: F | None = None,
+    /,
+    *,
+    session: AgentSession[Any] | None = None,
+    message_id: str | None = None,
+) -> F | Callable[[F], F]:
+    """Run ``fn(event)`` when a message's playback ends (``MessagePlaybackFinished``).
+
+    Same forms and semantics as ``on_message_played``.
+    """
+    if fn is not None:
+        return _subscribe(message_playback_finished, "on_message_finished", fn, session, message_id)
+
+    def decorate(f: F) -> F:
+        return _subscribe(message_playback_finished, "on_message_finished", f, session, message_id)
+
+    return decorate
+
+
+def disconnect(fn: Callable[..., Any]) -> None:
+    """Unregister a handler added with ``on_message_played`` / ``on_message_finished``."""
+    for signal, receiver in getattr(fn, _RECEIVERS_ATTR, []):
+        signal.disconnect(receiver)
+    with contextlib.suppress(AttributeError):
+        setattr(fn, _RECEIVERS_ATTR, [])
