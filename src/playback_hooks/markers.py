@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import contextvars
 import functools
 import inspect
 import logging
-import warnings
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
 from types import MappingProxyType
 from typing import Any, TypeVar
@@ -24,11 +22,9 @@ logger = logging.getLogger("playback_hooks")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-# True while a @track_messages wrapper is pulling from the node it decorates: a marker
-# created then is seen by the wrapper.
-_tracking: contextvars.ContextVar[bool] = contextvars.ContextVar(
-    "playback_hooks_tracking", default=False
-)
+# Set on the function @track_messages returns, so an attached tracker knows the node is
+# tracked and need not watch it for stray markers.
+TRACKED_ATTR = "__playback_hooks_tracked__"
 
 
 class MessageBoundary(FlushSentinel):
@@ -54,13 +50,6 @@ class MessageBoundary(FlushSentinel):
         self._metadata: Mapping[str, Any] = MappingProxyType(
             dict(check_metadata(metadata, "MessageBoundary"))
         )
-        if not _tracking.get() and _livekit.current_speech() is not None:
-            warnings.warn(
-                f"MessageBoundary({self._id!r}) was yielded from an llm_node that is not "
-                "decorated with @playback_hooks.track_messages: it only splits the audio, "
-                "and the message gets an automatic id",
-                stacklevel=2,
-            )
 
     @property
     def id(self) -> str:
@@ -104,15 +93,12 @@ def track_messages(fn: F) -> F:
             return _track(result, agent)
         return result
 
+    setattr(wrapper, TRACKED_ATTR, True)
     return wrapper  # type: ignore[return-value]
 
 
 async def _await_then_track(coro: Any, agent: Agent | None) -> Any:
-    token = _tracking.set(True)
-    try:
-        result = await coro
-    finally:
-        _tracking.reset(token)
+    result = await coro
     if isinstance(result, AsyncIterable):
         return _track(result, agent)
     return result
@@ -137,13 +123,10 @@ async def _track(stream: AsyncIterable[Any], agent: Agent | None) -> AsyncIterat
     in_segment = False
     try:
         while True:
-            token = _tracking.set(True)
             try:
                 chunk = await iterator.__anext__()
             except StopAsyncIteration:
                 break
-            finally:
-                _tracking.reset(token)
 
             if isinstance(chunk, MessageBoundary):
                 if pending is not None and announce is not None:
@@ -164,6 +147,58 @@ async def _track(stream: AsyncIterable[Any], agent: Agent | None) -> AsyncIterat
     finally:
         if pending is not None and announce is not None:
             announce(pending.id, pending.metadata, False)
+        aclose = getattr(iterator, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+def watch_untracked(agent: Agent, on_marker: Callable[[Agent], None]) -> Callable[[], None] | None:
+    """Watch an agent whose ``llm_node`` lacks ``@track_messages`` for yielded markers.
+
+    Such markers still split the audio (they are ``FlushSentinel``s), but their ids are
+    lost; ``on_marker(agent)`` is called for each one so the tracker can say so. The watch
+    is an instance attribute shadowing the method, passing every chunk through unchanged.
+    Returns a function that removes it, or None when there is nothing to watch.
+    """
+    node = type(agent).llm_node
+    if getattr(node, TRACKED_ATTR, False) or "llm_node" in vars(agent):
+        return None
+    bound = agent.llm_node
+
+    def watched(*args: Any, **kwargs: Any) -> Any:
+        result = bound(*args, **kwargs)
+        if inspect.iscoroutine(result):
+            return _await_then_watch(result, agent, on_marker)
+        if isinstance(result, AsyncIterable):
+            return _watch(result, agent, on_marker)
+        return result
+
+    agent.llm_node = watched  # type: ignore[method-assign]
+
+    def unwatch() -> None:
+        if vars(agent).get("llm_node") is watched:
+            del agent.llm_node
+
+    return unwatch
+
+
+async def _await_then_watch(coro: Any, agent: Agent, on_marker: Callable[[Agent], None]) -> Any:
+    result = await coro
+    if isinstance(result, AsyncIterable):
+        return _watch(result, agent, on_marker)
+    return result
+
+
+async def _watch(
+    stream: AsyncIterable[Any], agent: Agent, on_marker: Callable[[Agent], None]
+) -> AsyncIterator[Any]:
+    iterator = stream.__aiter__()
+    try:
+        async for chunk in iterator:
+            if isinstance(chunk, MessageBoundary):
+                on_marker(agent)
+            yield chunk
+    finally:
         aclose = getattr(iterator, "aclose", None)
         if aclose is not None:
             await aclose()

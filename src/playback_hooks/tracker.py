@@ -22,6 +22,7 @@ from livekit.agents.voice.speech_handle import SpeechHandle
 from . import _livekit
 from .events import MessagePlaybackFinished, MessagePlaybackStarted, Played, Source
 from .ids import auto_message_id, check_message_id, check_metadata
+from .markers import watch_untracked
 from .signals import Dispatcher, Event, message_playback_finished, message_playback_started
 
 __all__ = ["PlaybackTracker", "attach", "tracker_for"]
@@ -208,7 +209,11 @@ class PlaybackTracker:
         session.on("speech_created", self._on_speech_created)
         session.on("conversation_item_added", self._on_conversation_item_added)
         session.on("close", self._on_session_close)
+        self._unwatch: dict[int, Callable[[], None]] = {}
+        self._warned_untracked: set[type[Agent]] = set()
+
         session.output.audio = self._output
+        self._watch_agent()
         self._taps.tap_current_agent()
 
     # -- public API ----------------------------------------------------------------------
@@ -321,6 +326,9 @@ class PlaybackTracker:
         session.off("conversation_item_added", self._on_conversation_item_added)
         session.off("close", self._on_session_close)
         self._taps.close()
+        for unwatch in self._unwatch.values():
+            unwatch()
+        self._unwatch.clear()
         for speech in self._speeches.values():
             speech.handle.remove_done_callback(self._on_speech_done)
         self._speeches.clear()
@@ -542,6 +550,7 @@ class PlaybackTracker:
         if ev.source == "say":
             speech.source = "say"
         self._check_output()
+        self._watch_agent()
         self._taps.tap_current_agent()
 
     def _on_speech_done(self, handle: SpeechHandle) -> None:
@@ -569,6 +578,28 @@ class PlaybackTracker:
         if msg.started_at is None:
             return 0.0
         return max(0.0, time.time() - msg.started_at)
+
+    def _watch_agent(self) -> None:
+        try:
+            agent = self._session.current_agent
+        except RuntimeError:
+            return
+        if id(agent) in self._unwatch:
+            return
+        unwatch = watch_untracked(agent, self._on_untracked_marker)
+        if unwatch is not None:
+            self._unwatch[id(agent)] = unwatch
+
+    def _on_untracked_marker(self, agent: Agent) -> None:
+        if type(agent) in self._warned_untracked:
+            return
+        self._warned_untracked.add(type(agent))
+        logger.warning(
+            "playback_hooks: an llm_node yields MessageBoundary markers but is not decorated "
+            "with @playback_hooks.track_messages; the markers only split the audio and the "
+            "messages get automatic ids",
+            extra={"agent": type(agent).__qualname__},
+        )
 
     def _on_conversation_item_added(self, ev: ConversationItemAddedEvent) -> None:
         if isinstance(ev.item, AgentHandoff):

@@ -1,0 +1,62 @@
+"""Agents whose llm_node yields a scripted stream, for the tests."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterable, Sequence
+from typing import Any
+
+from livekit.agents import Agent, FunctionTool, ModelSettings, llm
+from livekit.agents.types import FlushSentinel
+
+import playback_hooks as ph
+
+Item = str | FlushSentinel | float  # a float is a pause, in seconds
+
+
+class ScriptAgent(Agent):
+    """Yields ``script`` from a ``@track_messages`` llm_node; floats are pauses."""
+
+    def __init__(self, *scripts: Sequence[Item], **kwargs: Any) -> None:
+        super().__init__(instructions="test agent", **kwargs)
+        self.scripts = [list(s) for s in scripts]
+
+    @ph.track_messages
+    async def llm_node(
+        self,
+        chat_ctx: llm.ChatContext,
+        tools: list[FunctionTool],
+        model_settings: ModelSettings,
+    ) -> AsyncIterable[str | FlushSentinel]:
+        script = self.scripts.pop(0) if self.scripts else []
+        for item in script:
+            if isinstance(item, float):
+                await asyncio.sleep(item)
+            else:
+                yield item
+
+
+class UntrackedAgent(Agent):
+    """Like ScriptAgent, but its llm_node lacks ``@track_messages``."""
+
+    def __init__(self, *scripts: Sequence[Item]) -> None:
+        super().__init__(instructions="test agent")
+        self.scripts = [list(s) for s in scripts]
+
+    async def llm_node(
+        self,
+        chat_ctx: llm.ChatContext,
+        tools: list[FunctionTool],
+        model_settings: ModelSettings,
+    ) -> AsyncIterable[str | FlushSentinel]:
+        script = self.scripts.pop(0) if self.scripts else []
+        for item in script:
+            if isinstance(item, float):
+                await asyncio.sleep(item)
+            else:
+                yield item
+
+
+def boundary(id: str, **metadata: Any) -> ph.MessageBoundary:
+    """Shorthand for a marker with keyword metadata."""
+    return ph.MessageBoundary(id, metadata=metadata or None)

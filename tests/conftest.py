@@ -1,0 +1,62 @@
+"""Shared fixtures: a real, offline AgentSession with the simulated sink, LLM and TTS."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from livekit.agents import Agent, AgentSession, llm, tts
+
+import playback_hooks as ph
+from playback_hooks.testing import EventCollector, ScriptedLLM, SimulatedSink, SineTTS
+
+
+@dataclass
+class Offline:
+    """A started session, its sink, its tracker and a collector of its events."""
+
+    session: AgentSession[Any]
+    sink: SimulatedSink
+    tracker: ph.PlaybackTracker
+    events: EventCollector
+
+
+StartSession = Callable[..., Awaitable[Offline]]
+
+
+@pytest.fixture
+async def start_session() -> AsyncIterator[StartSession]:
+    """Start real AgentSessions offline; everything is closed at teardown."""
+    started: list[Offline] = []
+
+    async def _start(
+        agent: Agent,
+        *,
+        llm_model: llm.LLM[Any] | llm.RealtimeModel | None = None,
+        tts_model: tts.TTS[Any] | None = None,
+        sink: SimulatedSink | None = None,
+        attach: bool = True,
+        **session_kwargs: Any,
+    ) -> Offline:
+        sink = sink or SimulatedSink()
+        session: AgentSession[Any] = AgentSession(
+            llm=llm_model if llm_model is not None else ScriptedLLM([]),
+            tts=tts_model if tts_model is not None else SineTTS(),
+            **session_kwargs,
+        )
+        session.output.audio = sink
+        await session.start(agent, record=False)
+        tracker = ph.attach(session) if attach else None
+        off = Offline(session, sink, tracker, EventCollector(session))  # type: ignore[arg-type]
+        started.append(off)
+        return off
+
+    yield _start
+    for off in started:
+        off.events.close()
+        if off.tracker is not None:
+            await off.tracker.aclose()
+        await off.session.aclose()
+        await off.sink.aclose()
