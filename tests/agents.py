@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import AsyncIterable, Sequence
 from typing import Any
 
-from livekit.agents import Agent, FunctionTool, ModelSettings, llm
+from livekit.agents import Agent, ModelSettings, llm
 from livekit.agents.types import FlushSentinel
 
 import playback_hooks as ph
@@ -25,7 +25,7 @@ class ScriptAgent(Agent):
     async def llm_node(
         self,
         chat_ctx: llm.ChatContext,
-        tools: list[FunctionTool],
+        tools: list[llm.Tool],
         model_settings: ModelSettings,
     ) -> AsyncIterable[str | FlushSentinel]:
         script = self.scripts.pop(0) if self.scripts else []
@@ -46,7 +46,7 @@ class UntrackedAgent(Agent):
     async def llm_node(
         self,
         chat_ctx: llm.ChatContext,
-        tools: list[FunctionTool],
+        tools: list[llm.Tool],
         model_settings: ModelSettings,
     ) -> AsyncIterable[str | FlushSentinel]:
         script = self.scripts.pop(0) if self.scripts else []
