@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from livekit.agents import Agent, AgentSession, llm, tts
+from livekit.agents import NOT_GIVEN, Agent, AgentSession, llm, tts
 
 import playback_hooks as ph
 from playback_hooks.testing import EventCollector, ScriptedLLM, SimulatedSink, SineTTS
@@ -38,12 +38,16 @@ async def start_session() -> AsyncIterator[StartSession]:
         tts_model: tts.TTS[Any] | None = None,
         sink: SimulatedSink | None = None,
         attach: bool = True,
+        no_tts: bool = False,
         **session_kwargs: Any,
     ) -> Offline:
         sink = sink or SimulatedSink()
+        tts_arg: tts.TTS[Any] | None = None
+        if not no_tts:
+            tts_arg = tts_model if tts_model is not None else SineTTS()
         session: AgentSession[Any] = AgentSession(
             llm=llm_model if llm_model is not None else ScriptedLLM([]),
-            tts=tts_model if tts_model is not None else SineTTS(),
+            tts=tts_arg or NOT_GIVEN,
             **session_kwargs,
         )
         session.output.audio = sink

@@ -16,7 +16,8 @@ from livekit.agents.voice.speech_handle import SpeechHandle
 __all__ = [
     "HookedAudioOutput",
     "current_speech",
-    "release_sink_proxy",
+    "sink_behind_proxy",
+    "unhook_sink_proxy",
 ]
 
 
@@ -54,19 +55,27 @@ class HookedAudioOutput(AudioOutput):
         """Called when the sink cancelled the segment before it accepted any audio."""
 
 
-def release_sink_proxy(output: AudioOutput) -> AudioOutput:
-    """Undo the swap proxy ``AudioOutput.__init__`` puts above a bare sink.
+def sink_behind_proxy(output: AudioOutput) -> AudioOutput | None:
+    """Return the sink behind livekit's swap proxy, or None if ``output`` is no such proxy.
 
     A wrapper built over a sink with no ``next_in_chain`` gets livekit's ``_AudioSinkProxy``
-    in between. When the wrapper goes away, the proxy must stop listening to the sink, or it
-    would keep receiving (and warning about) playback events nobody counted. Returns the
-    sink the proxy leads to now (``replace_audio_tail`` may have swapped it), or ``output``
-    itself when it is not such a proxy.
+    in between (so ``replace_audio_tail`` can swap the sink later). The sink returned is
+    the one the proxy leads to now.
     """
     if not isinstance(output, _io._AudioSinkProxy):
-        return output
+        return None
+    return output.next_in_chain
+
+
+def unhook_sink_proxy(output: AudioOutput) -> None:
+    """Make livekit's swap proxy stop listening to its sink.
+
+    Once the wrapper above it is gone, the proxy would otherwise keep receiving (and
+    warning about) playback events of segments nobody counted.
+    """
+    if not isinstance(output, _io._AudioSinkProxy):
+        return
     sink = output.next_in_chain
     sink.off("playback_finished", output._dispatch_playback_finished)
     sink.off("playback_started", output._forward_next_playback_started)
     sink.off("playback_progressed", output._forward_next_playback_progressed)
-    return sink

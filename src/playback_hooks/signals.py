@@ -142,15 +142,7 @@ def _log_extra(event: Event, receiver: Callable[..., Any]) -> dict[str, Any]:
     }
 
 
-def _subscribe(
-    signal: Signal,
-    decorator: str,
-    fn: F,
-    session: AgentSession[Any] | None,
-    message_id: str | None,
-) -> F:
-    if not callable(fn):
-        raise TypeError(f"{decorator}: the handler must be callable, got {type(fn).__name__}")
+def _check_filters(decorator: str, session: object, message_id: object) -> None:
     if session is not None and not isinstance(session, AgentSession):
         raise TypeError(
             f"{decorator}: session must be an AgentSession, got {type(session).__name__}"
@@ -162,6 +154,18 @@ def _subscribe(
             )
         if not message_id:
             raise ValueError(f"{decorator}: message_id must not be empty")
+
+
+def _subscribe(
+    signal: Signal,
+    decorator: str,
+    fn: F,
+    session: AgentSession[Any] | None,
+    message_id: str | None,
+) -> F:
+    if not callable(fn):
+        raise TypeError(f"{decorator}: the handler must be callable, got {type(fn).__name__}")
+    _check_filters(decorator, session, message_id)
 
     def receiver(sender: AgentSession[Any], *, event: Event, **_: Any) -> Any:
         if message_id is not None and event.message_id != message_id:
@@ -201,6 +205,7 @@ def on_message_played(
     """
     if fn is not None:
         return _subscribe(message_playback_started, "on_message_played", fn, session, message_id)
+    _check_filters("on_message_played", session, message_id)
 
     def decorate(f: F) -> F:
         return _subscribe(message_playback_started, "on_message_played", f, session, message_id)
@@ -227,6 +232,7 @@ def on_message_finished(
     """
     if fn is not None:
         return _subscribe(message_playback_finished, "on_message_finished", fn, session, message_id)
+    _check_filters("on_message_finished", session, message_id)
 
     def decorate(f: F) -> F:
         return _subscribe(message_playback_finished, "on_message_finished", f, session, message_id)

@@ -303,7 +303,9 @@ class _SineStream(tts.ChunkedStream):
         )
         if owner.fail_on is not None and owner.fail_on in text:
             output_emitter.push(pcm[: len(pcm) // 4 * 2])
-            raise APIConnectionError("SineTTS: simulated failure")
+            output_emitter.flush()
+            await asyncio.sleep(0.05)  # the first half is on its way to the sink
+            raise APIConnectionError("SineTTS: simulated failure", retryable=False)
         if pcm:
             output_emitter.push(pcm)
         output_emitter.flush()

@@ -329,17 +329,21 @@ class PlaybackTracker:
         for unwatch in self._unwatch.values():
             unwatch()
         self._unwatch.clear()
+        # speeches that may still hold the wrapper keep playing through it
+        in_flight = [s.handle for s in self._speeches.values() if not s.handle.done()]
         for speech in self._speeches.values():
             speech.handle.remove_done_callback(self._on_speech_done)
         self._speeches.clear()
         self._bound.clear()
         self._output.release()
         if session.output.audio is self._output:
-            previous = self._previous
-            if self._output.next_in_chain is not previous:
-                # livekit put its swap proxy between us and a bare sink; undo it
-                previous = _livekit.release_sink_proxy(self._output.next_in_chain)
-            session.output.audio = previous
+            below = self._output.next_in_chain
+            sink = _livekit.sink_behind_proxy(below) if below is not self._previous else None
+            session.output.audio = sink if sink is not None else self._previous
+            if sink is not None:
+                # livekit put its swap proxy between us and a bare sink: unhook it once
+                # no speech can still play through it
+                self._unhook_when_done(below, in_flight)
         elif session.output.audio is not None:  # None: the session is closing
             logger.warning(
                 "playback_hooks: session.output.audio was replaced after attach(); "
@@ -355,6 +359,21 @@ class PlaybackTracker:
             del _trackers[session]
         if tasks:
             self._drain = asyncio.gather(*tasks, return_exceptions=True)
+
+    @staticmethod
+    def _unhook_when_done(proxy: AudioOutput, in_flight: list[SpeechHandle]) -> None:
+        pending = set(in_flight)
+        if not pending:
+            _livekit.unhook_sink_proxy(proxy)
+            return
+
+        def on_done(handle: SpeechHandle) -> None:
+            pending.discard(handle)
+            if not pending:
+                _livekit.unhook_sink_proxy(proxy)
+
+        for handle in in_flight:
+            handle.add_done_callback(on_done)
 
     async def aclose(self) -> None:
         """``detach()``, then wait until every handler task has finished."""

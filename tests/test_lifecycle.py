@@ -1,0 +1,129 @@
+"""attach / detach / tracker_for, the wrapper's transparency, and discarded speeches."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from livekit.agents import AgentSession
+
+import playback_hooks as ph
+from playback_hooks.testing import SimulatedSink
+
+from .agents import ScriptAgent, boundary
+from .conftest import StartSession
+
+
+class TestAttach:
+    """attach() wraps the output transparently, is idempotent, and detach() undoes it."""
+
+    async def test_wrapper_is_transparent(self, start_session: StartSession) -> None:
+        sink = SimulatedSink(sample_rate=16000, label="MySink")
+        off = await start_session(ScriptAgent(), sink=sink)
+        top = off.session.output.audio
+        assert top is not None and top is not sink
+        assert top.label == "MySink"
+        assert top.sample_rate == 16000
+        assert "MySink" in repr(top)
+        assert off.tracker is ph.tracker_for(off.session)
+        assert ph.attach(off.session) is off.tracker
+        # livekit's own wait_for_playout keeps working through the wrapper
+        handle = off.session.say("Through the wrapper.")
+        await handle.wait_for_playout()
+        assert sink.segments[0].position > 0
+
+    async def test_detach_restores_and_reattach_works(
+        self, start_session: StartSession, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        sink = SimulatedSink()
+        off = await start_session(ScriptAgent([boundary("x"), "After reattach."]), sink=sink)
+        off.tracker.detach()
+        off.tracker.detach()  # idempotent
+        assert off.session.output.audio is sink
+        assert ph.tracker_for(off.session) is None
+        assert not off.tracker.attached
+        # after detach the sink has no listener left from the wrapper or livekit's proxy
+        assert len(sink._events.get("playback_finished", ())) == 0
+        tracker = ph.attach(off.session)
+        assert tracker is not off.tracker and ph.tracker_for(off.session) is tracker
+        collected: list[str] = []
+
+        @ph.on_message_finished(session=off.session)
+        def collect(event: ph.MessagePlaybackFinished) -> None:
+            collected.append(event.message_id)
+
+        try:
+            off.session.generate_reply()
+            await tracker.wait_for("x", "finished", timeout=10)
+        finally:
+            ph.disconnect(collect)
+            await tracker.aclose()
+        assert collected == ["x"]
+        assert not [r for r in caplog.records if "more times" in r.getMessage()]
+
+    async def test_detach_mid_speech_stops_events_at_once(
+        self, start_session: StartSession
+    ) -> None:
+        off = await start_session(
+            ScriptAgent([boundary("a"), "Playing now for a little.", boundary("b"), "Later."])
+        )
+        handle = off.session.generate_reply()
+        await off.tracker.wait_for("a", "started", timeout=10)
+        off.tracker.detach()
+        await handle  # the speech still plays to its end through the released wrapper
+        await asyncio.sleep(0)
+        assert off.events.timeline() == [("started", "a")]
+        assert len(off.sink.segments) == 2
+
+    async def test_session_close_detaches(self, start_session: StartSession) -> None:
+        off = await start_session(ScriptAgent())
+        await off.session.aclose()
+        assert not off.tracker.attached
+        assert ph.tracker_for(off.session) is None
+
+
+class _PreemptiveAgent(ScriptAgent):
+    """The first llm_node call announces two messages, then stalls until cancelled."""
+
+    def __init__(self) -> None:
+        super().__init__([boundary("real"), "The real reply."])
+        self.announced = asyncio.Event()
+        self.calls = 0
+
+    @ph.track_messages
+    async def llm_node(self, chat_ctx: Any, tools: Any, model_settings: Any) -> Any:
+        self.calls += 1
+        if self.calls == 1:
+            yield boundary("pre1")
+            yield "Preemptive words."
+            yield boundary("pre2")
+            yield "More."
+            self.announced.set()
+            await asyncio.Event().wait()
+        async for chunk in super().llm_node(chat_ctx, tools, model_settings):
+            yield chunk
+
+
+class TestDiscardedSpeech:
+    """Guarantee 4: a speech generated but never scheduled (preemptive) emits nothing."""
+
+    async def test_unscheduled_speech_emits_nothing(self, start_session: StartSession) -> None:
+        agent = _PreemptiveAgent()
+        off = await start_session(agent)
+        session: AgentSession[Any] = off.session
+        # what livekit does for preemptive generation: generate without scheduling, then
+        # throw the speech away (test-only use of livekit internals)
+        activity = session._activity
+        assert activity is not None
+        discarded = activity._generate_reply(schedule_speech=False)
+        await asyncio.wait_for(agent.announced.wait(), 10)
+        assert len(off.tracker._speeches[discarded.id].queue) == 2
+        discarded._cancel()
+        await discarded
+        assert not discarded.scheduled
+        off.session.generate_reply()
+        (finished,) = await off.events.wait_finished(1)
+        assert finished.message_id == "real"
+        assert off.events.timeline() == [("started", "real"), ("finished", "real")]
+        assert discarded.id not in off.tracker._speeches
