@@ -84,6 +84,11 @@ class Dispatcher:
             self._scheduled = True
             self._loop.call_soon(self._deliver_queued)
 
+    def deliver_pending(self) -> None:
+        """Deliver the queued events now instead of on the next loop iteration."""
+        if self._queue:
+            self._deliver_queued()
+
     def close(self) -> list[asyncio.Task[Any]]:
         """Stop delivering, cancel running handler tasks and return them for awaiting."""
         self._closed = True

@@ -102,14 +102,25 @@ class _TrackingOutput(_livekit.HookedAudioOutput):
         self._capturing = None
 
     async def capture_frame(self, frame: rtc.AudioFrame) -> None:
+        if self._capturing_any:
+            await super().capture_frame(frame)
+            await self.next_in_chain.capture_frame(frame)
+            return
+        self._capturing_any = True
+        tracker = self._tracker
+        msg = tracker._bind_segment(has_audio=True) if tracker is not None else None
+        self._capturing = msg
+        self._segments.append(msg)
+        try:
+            await self.next_in_chain.capture_frame(frame)
+        except BaseException:
+            # The sink refused the segment's first frame, so it will never report this
+            # segment: do not count it (livekit's wait_for_playout() would wait forever)
+            # and end its message here.
+            self._segment_refused(msg)
+            raise
+        # Counted after the sink accepted the frame, unlike the usual super()-first order.
         await super().capture_frame(frame)
-        if not self._capturing_any:
-            self._capturing_any = True
-            tracker = self._tracker
-            msg = tracker._bind_segment(has_audio=True) if tracker is not None else None
-            self._capturing = msg
-            self._segments.append(msg)
-        await self.next_in_chain.capture_frame(frame)
 
     def flush(self) -> None:
         super().flush()
@@ -167,6 +178,13 @@ class _TrackingOutput(_livekit.HookedAudioOutput):
             if cancelled:
                 msg.started_at = None
             self._tracker._message_finished(msg, position, interrupted, transcript)
+
+    def _segment_refused(self, msg: _Message | None) -> None:
+        if self._segments and self._segments[-1] is msg:
+            self._segments.pop()
+        self._capturing = None
+        if msg is not None and self._tracker is not None:
+            self._tracker._message_finished(msg, 0.0, True, None)
 
     def _abandon(self, msg: _Message) -> None:
         # the speech ended without the sink reporting this segment: absorb the late report
@@ -344,7 +362,8 @@ class PlaybackTracker:
                 # livekit put its swap proxy between us and a bare sink: unhook it once
                 # no speech can still play through it
                 self._unhook_when_done(below, in_flight)
-        elif session.output.audio is not None:  # None: the session is closing
+        elif session.output.audio is not None and not self._replaced_warned:
+            # (None: the session is closing)
             logger.warning(
                 "playback_hooks: session.output.audio was replaced after attach(); "
                 "detach() leaves it as it is",
@@ -625,6 +644,8 @@ class PlaybackTracker:
             self._taps.watch_handoff()
 
     def _on_session_close(self, _: Any) -> None:
+        # the session's speeches are over and their events emitted: hand them out, then stop
+        self._dispatcher.deliver_pending()
         self.detach()
 
     def _check_output(self) -> None:

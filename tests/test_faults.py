@@ -1,0 +1,172 @@
+"""Faults through a real AgentSession: the audio goes on and every message still ends once."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterable
+from typing import Any
+
+import pytest
+from livekit import rtc
+from livekit.agents import Agent
+
+import playback_hooks as ph
+from playback_hooks.testing import SimulatedSink
+
+from .agents import ScriptAgent, boundary
+from .conftest import StartSession
+
+
+class RefusingSink(SimulatedSink):
+    """A sink whose capture_frame raises for the first frame of segment number ``refuse``."""
+
+    def __init__(self, refuse: int) -> None:
+        super().__init__()
+        self.refuse = refuse
+        self.first_frames = 0
+
+    async def capture_frame(self, frame: rtc.AudioFrame) -> None:
+        if self._current is None:
+            self.first_frames += 1
+            if self.first_frames == self.refuse:
+                raise RuntimeError("sink refused the frame")
+        await super().capture_frame(frame)
+
+
+class FailingNodeAgent(Agent):
+    """Yields two messages, then its llm_node raises."""
+
+    def __init__(self) -> None:
+        super().__init__(instructions="failing node")
+
+    @ph.track_messages
+    async def llm_node(self, *args: Any, **kwargs: Any) -> AsyncIterable[Any]:
+        yield boundary("one")
+        yield "First message."
+        yield boundary("two")
+        yield "Second message."
+        await asyncio.sleep(0.05)
+        raise RuntimeError("llm_node failed")
+
+
+class GreetingAgent(ScriptAgent):
+    """Replies as soon as it becomes the session's agent."""
+
+    async def on_enter(self) -> None:
+        self.session.generate_reply()
+
+
+class TestSinkFaults:
+    """A sink raising in capture_frame never hangs livekit and skips only that message."""
+
+    async def test_sink_refuses_second_segment(self, start_session: StartSession) -> None:
+        sink = RefusingSink(refuse=2)
+        agent = ScriptAgent(
+            [boundary("a"), "First part.", boundary("b"), "Refused part.", boundary("c"), "Third."]
+        )
+        off = await start_session(agent, sink=sink)
+        handle = off.session.generate_reply()
+        await asyncio.wait_for(handle.wait_for_playout(), 15)
+        finished = off.events.finished
+        assert [(f.message_id, f.played) for f in finished][:2] == [
+            ("a", "full"),
+            ("b", "skipped"),
+        ]
+        # whatever livekit does after the failure, every message ends exactly once
+        assert [f.message_id for f in finished] == ["a", "b", "c"]
+        assert len({e.message_id for e in off.events.started}) == len(off.events.started)
+
+
+class TestSourceFaults:
+    """llm_node raising: what was said plays; nothing is lost or duplicated."""
+
+    async def test_llm_node_raises_after_two_markers(self, start_session: StartSession) -> None:
+        off = await start_session(FailingNodeAgent())
+        handle = off.session.generate_reply()
+        await asyncio.wait_for(handle.wait_for_playout(), 15)
+        finished = await off.events.wait_finished(2)
+        assert [(f.message_id, f.played) for f in finished] == [("one", "full"), ("two", "full")]
+        assert off.events.timeline() == [
+            ("started", "one"),
+            ("finished", "one"),
+            ("started", "two"),
+            ("finished", "two"),
+        ]
+
+
+class TestSessionFaults:
+    """Closing the session or switching agents mid-speech ends every pending message."""
+
+    async def test_aclose_mid_playback(
+        self, start_session: StartSession, recwarn: pytest.WarningsRecorder
+    ) -> None:
+        off = await start_session(
+            ScriptAgent(
+                [
+                    boundary("a"),
+                    "Short.",
+                    boundary("b"),
+                    "A much longer second part here.",
+                    boundary("c"),
+                    "Never.",
+                ]
+            )
+        )
+        running = asyncio.Event()
+
+        @ph.on_message_played(session=off.session)
+        async def background(event: ph.MessagePlaybackStarted) -> None:
+            running.set()
+            await asyncio.Event().wait()
+
+        try:
+            off.session.generate_reply()
+            await off.tracker.wait_for("b", "started", timeout=10)
+            await asyncio.wait_for(running.wait(), 5)
+            await off.session.aclose()
+            await off.tracker.aclose()
+        finally:
+            ph.disconnect(background)
+        assert [(f.message_id, f.played, f.interrupted) for f in off.events.finished] == [
+            ("a", "full", False),
+            ("b", "partial", True),
+            ("c", "skipped", True),
+        ]
+        assert off.tracker._dispatcher.pending_tasks == 0
+        assert not off.tracker.attached
+        assert not [w for w in recwarn if "never awaited" in str(w.message)]
+
+    async def test_update_agent_mid_speech(self, start_session: StartSession) -> None:
+        first = ScriptAgent(
+            [boundary("old1"), "Old agent talking.", boundary("old2"), "And still talking on."]
+        )
+        off = await start_session(first)
+        off.session.generate_reply()
+        await off.tracker.wait_for("old1", "started", timeout=10)
+        off.session.update_agent(GreetingAgent([boundary("new1"), "New agent here."]))
+        new1 = await off.tracker.wait_for("new1", "finished", timeout=15)
+        assert new1.played == "full"
+        ids = [f.message_id for f in off.events.finished]
+        assert ids == ["old1", "old2", "new1"]
+        assert len(off.events.started) == len({e.message_id for e in off.events.started})
+
+    async def test_output_replaced_after_attach_is_reported(
+        self, start_session: StartSession, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        off = await start_session(ScriptAgent([boundary("x"), "Played on the new sink."]))
+        new_sink = SimulatedSink()
+        off.session.output.audio = new_sink
+        handle = off.session.generate_reply()
+        await asyncio.wait_for(handle.wait_for_playout(), 15)
+        await new_sink.aclose()
+        warnings = [r for r in caplog.records if "replaced after attach" in r.getMessage()]
+        assert len(warnings) == 1
+        assert not off.tracker.attached and ph.tracker_for(off.session) is None
+        assert off.events.events == []
+        assert len(new_sink.segments) == 1
+        # attach() again picks the new output up
+        tracker = ph.attach(off.session)
+        try:
+            assert off.session.output.audio is not new_sink
+        finally:
+            await tracker.aclose()
