@@ -446,6 +446,8 @@ class ScriptedRealtimeSession(llm.RealtimeSession[Any]):
         self._tasks: set[asyncio.Task[None]] = set()
         self.truncations: list[tuple[str, int]] = []
         self.interrupts = 0
+        self.sent: list[tuple[str, float]] = []
+        """``(item id, time.time())`` for each item, when its message was handed to livekit."""
 
     @property
     def chat_ctx(self) -> llm.ChatContext:
@@ -519,6 +521,7 @@ class ScriptedRealtimeSession(llm.RealtimeSession[Any]):
                 modalities.set_result(
                     ["audio", "text"] if item.audio_seconds is not None else ["text"]
                 )
+                self.sent.append((item.id, time.time()))
                 message_ch.send_nowait(
                     llm.MessageGeneration(
                         message_id=item.id,
