@@ -92,6 +92,26 @@ class TestSpans:
             assert span.context is not None
             assert span.context.trace_id == turn.context.trace_id
 
+    async def test_say_started_before_tracing_falls_back_to_the_enabling_context(
+        self, start_session: StartSession, exporter: InMemorySpanExporter
+    ) -> None:
+        off = await start_session(ScriptAgent())
+        handle = off.session.say("Hello there, and welcome.")
+        off.tracker.label(handle, "welcome")
+        # session.start() made its agent_session span current in this task
+        enabling = trace_api.get_current_span().get_span_context()
+        assert enabling.is_valid
+        ph.enable_tracing(off.session)  # after the speech was created: its turn is unknown
+        (finished,) = await off.events.wait_finished(1)
+        await handle
+        (span,) = _named(exporter, ph.SPAN_NAME)
+        assert span.attributes is not None
+        assert span.attributes["playback_hooks.message_id"] == "welcome"
+        assert span.attributes["playback_hooks.source"] == "say"
+        assert span.attributes["playback_hooks.played"] == "full"
+        assert span.parent is not None and span.parent.span_id == enabling.span_id
+        assert span.start_time == int((finished.started_at or 0) * 1_000_000_000)
+
     async def test_enable_twice_then_disable(
         self, start_session: StartSession, exporter: InMemorySpanExporter
     ) -> None:

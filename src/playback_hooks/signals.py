@@ -258,8 +258,9 @@ def on_message_played(
 
     With ``cancel_on_partial=True`` (async handlers only) the handler's task follows its
     message: it is cancelled when that message's playback ends without being heard in full
-    (``played`` is ``"partial"``: the user cut it off). A task still running after its
-    message played in full carries on.
+    (``played`` is ``"partial"``: the user cut it off, or, rarely, ``"skipped"`` after a
+    remote sink cancelled it). A task still running after its message played in full
+    carries on.
 
     Raises:
         TypeError: ``fn`` is not callable, a filter has the wrong type, or
