@@ -45,9 +45,11 @@ class TwoPartAgent(Agent):
         tools: list[llm.Tool],
         model_settings: ModelSettings,
     ) -> AsyncIterable[llm.ChatChunk | str | FlushSentinel]:
-        """Yield an acknowledgement, then the model's answer, each after a marker."""
-        yield ph.MessageBoundary("ack", metadata={"kind": "acknowledgement"})
-        yield "Sure, let me think about that."
+        """Yield an acknowledgement (when the user spoke), then the model's answer."""
+        messages = [item for item in chat_ctx.items if item.type == "message"]
+        if messages and messages[-1].role == "user":
+            yield ph.MessageBoundary("ack", metadata={"kind": "acknowledgement"})
+            yield "Sure, let me think about that."
         yield ph.MessageBoundary("answer", metadata={"kind": "answer"})
         async for chunk in Agent.default.llm_node(self, chat_ctx, tools, model_settings):
             yield chunk

@@ -11,6 +11,9 @@ import pytest
 from livekit.agents import AgentServer
 
 from playback_hooks.markers import TRACKED_ATTR
+from playback_hooks.testing import ScriptedLLM
+
+from .conftest import StartSession
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -37,6 +40,25 @@ class TestProviderExamples:
     def test_pipeline_agent_node_is_tracked(self) -> None:
         module = _load("pipeline_agent")
         assert getattr(module.TwoPartAgent.llm_node, TRACKED_ATTR, False)
+
+    async def test_pipeline_agent_plays_two_messages_offline(
+        self, start_session: StartSession
+    ) -> None:
+        module = _load("pipeline_agent")
+        off = await start_session(
+            module.TwoPartAgent(),
+            llm_model=ScriptedLLM([["Hello, how can I help?"], ["It is ", "forty two."]]),
+        )
+        off.session.generate_reply(instructions="Greet the user.")
+        (greeting,) = await off.events.wait_finished(1)
+        assert (greeting.message_id, greeting.played) == ("answer", "full")
+        off.session.generate_reply(user_input="What is the answer?")
+        finished = await off.events.wait_finished(3)
+        assert [(f.message_id, f.index, f.played) for f in finished[1:]] == [
+            ("ack", 0, "full"),
+            ("answer", 1, "full"),
+        ]
+        assert dict(finished[1].metadata) == {"kind": "acknowledgement"}
 
 
 class TestDemo:
