@@ -220,7 +220,7 @@ async def run() -> tuple[list[Row], float, SimulatedSink]:
             await events.wait_finished(9, timeout=10)
             for rt_session in realtime.sessions:
                 notes.generated.update(rt_session.sent)
-            # let the background tasks still running (not cancelled) finish
+            # stop reporting; the background tasks have all ended by now (done or cancelled)
             await tracker.aclose()
         finally:
             ph.disconnect(background_task)
