@@ -44,6 +44,11 @@ class TestPrivateNames:
             "ev",
         ]
 
+    async def test_speech_trace_context(self) -> None:
+        handle = SpeechHandle.create()
+        assert "_agent_turn_context" in vars(handle)
+        assert _livekit.speech_trace_context(handle) is None
+
     def test_capture_cancelled_event(self) -> None:
         assert issubclass(io._CaptureCancelledEvent, io.PlaybackFinishedEvent)
 

@@ -15,6 +15,7 @@ from .signals import (
     on_message_finished,
     on_message_played,
 )
+from .tracing import SPAN_NAME, enable_tracing
 from .tracker import PlaybackTracker, attach, tracker_for
 
 __all__ = [
@@ -23,9 +24,11 @@ __all__ = [
     "MessagePlaybackStarted",
     "PlaybackTracker",
     "Played",
+    "SPAN_NAME",
     "Source",
     "attach",
     "disconnect",
+    "enable_tracing",
     "message_playback_finished",
     "message_playback_started",
     "on_message_finished",

@@ -12,11 +12,13 @@ from livekit.agents.voice import io as _io
 from livekit.agents.voice.agent_activity import _SpeechHandleContextVar
 from livekit.agents.voice.io import AudioOutput, PlaybackFinishedEvent
 from livekit.agents.voice.speech_handle import SpeechHandle
+from opentelemetry import context as otel_context
 
 __all__ = [
     "HookedAudioOutput",
     "current_speech",
     "sink_behind_proxy",
+    "speech_trace_context",
     "unhook_sink_proxy",
 ]
 
@@ -79,3 +81,13 @@ def unhook_sink_proxy(output: AudioOutput) -> None:
     sink.off("playback_finished", output._dispatch_playback_finished)
     sink.off("playback_started", output._forward_next_playback_started)
     sink.off("playback_progressed", output._forward_next_playback_progressed)
+
+
+def speech_trace_context(handle: SpeechHandle) -> otel_context.Context | None:
+    """Return the OpenTelemetry context of the speech's open ``agent_turn`` span, if any.
+
+    livekit opens one ``agent_turn`` span per speech while it generates and plays, and keeps
+    its context on the handle; spans created under it land in the same trace and turn.
+    """
+    ctx = getattr(handle, "_agent_turn_context", None)
+    return ctx if isinstance(ctx, otel_context.Context) else None

@@ -50,6 +50,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 # disconnect() can find them.
 _RECEIVERS_ATTR = "__playback_hooks_receivers__"
 
+# Set on a receiver whose async handler's task follows its message: the dispatcher cancels
+# that task when the same message's finished event says it was not heard in full.
+_FOLLOWS_ATTR = "__playback_hooks_follows_message__"
+
 
 class Dispatcher:
     """Delivers one session's events to the signals' receivers, outside the audio path.
@@ -67,8 +71,9 @@ class Dispatcher:
         self._scheduled = False
         self._closed = False
         self._tasks: set[asyncio.Task[Any]] = set()
-        # called with each event just before its receivers (the tracker's wait_for)
-        self.on_deliver: Callable[[Event], None] | None = None
+        # tasks of cancel_on_partial handlers, per message (speech id, index): a message id
+        # may repeat, this pair cannot
+        self._following: dict[tuple[str, int], list[asyncio.Task[Any]]] = {}
 
     @property
     def pending_tasks(self) -> int:
@@ -93,6 +98,7 @@ class Dispatcher:
         """Stop delivering, cancel running handler tasks and return them for awaiting."""
         self._closed = True
         self._queue.clear()
+        self._following.clear()
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
@@ -104,8 +110,8 @@ class Dispatcher:
         for signal, event in queue:
             if self._closed:
                 return
-            if self.on_deliver is not None:
-                self.on_deliver(event)
+            if isinstance(event, MessagePlaybackFinished):
+                self._end_following(event)
             self._deliver(signal, event)
 
     def _deliver(self, signal: Signal, event: Event) -> None:
@@ -119,9 +125,33 @@ class Dispatcher:
                 )
                 continue
             if inspect.isawaitable(result):
-                self._start_task(result, event, receiver)
+                task = self._start_task(result, event, receiver)
+                if isinstance(event, MessagePlaybackStarted) and getattr(
+                    receiver, _FOLLOWS_ATTR, False
+                ):
+                    key = (event.speech_id, event.index)
+                    self._following.setdefault(key, []).append(task)
 
-    def _start_task(self, awaitable: Any, event: Event, receiver: Callable[..., Any]) -> None:
+    def _end_following(self, event: MessagePlaybackFinished) -> None:
+        # Runs before the finished event's receivers, so they already see the cancellation.
+        tasks = self._following.pop((event.speech_id, event.index), [])
+        if event.played == "full":
+            return
+        for task in tasks:
+            if not task.done():
+                logger.debug(
+                    "cancelling a handler of a message not heard in full",
+                    extra={
+                        "message_id": event.message_id,
+                        "speech_id": event.speech_id,
+                        "played": event.played,
+                    },
+                )
+                task.cancel()
+
+    def _start_task(
+        self, awaitable: Any, event: Event, receiver: Callable[..., Any]
+    ) -> asyncio.Task[Any]:
         task: asyncio.Task[Any] = asyncio.ensure_future(awaitable, loop=self._loop)
         self._tasks.add(task)
 
@@ -137,6 +167,7 @@ class Dispatcher:
                 )
 
         task.add_done_callback(_done)
+        return task
 
 
 def _log_extra(event: Event, receiver: Callable[..., Any]) -> dict[str, Any]:
@@ -147,7 +178,9 @@ def _log_extra(event: Event, receiver: Callable[..., Any]) -> dict[str, Any]:
     }
 
 
-def _check_filters(decorator: str, session: object, message_id: object) -> None:
+def _check_filters(
+    decorator: str, session: object, message_id: object, cancel_on_partial: object = False
+) -> None:
     if session is not None and not isinstance(session, AgentSession):
         raise TypeError(
             f"{decorator}: session must be an AgentSession, got {type(session).__name__}"
@@ -159,6 +192,10 @@ def _check_filters(decorator: str, session: object, message_id: object) -> None:
             )
         if not message_id:
             raise ValueError(f"{decorator}: message_id must not be empty")
+    if not isinstance(cancel_on_partial, bool):
+        raise TypeError(
+            f"{decorator}: cancel_on_partial must be a bool, got {type(cancel_on_partial).__name__}"
+        )
 
 
 def _subscribe(
@@ -167,10 +204,16 @@ def _subscribe(
     fn: F,
     session: AgentSession[Any] | None,
     message_id: str | None,
+    cancel_on_partial: bool = False,
 ) -> F:
     if not callable(fn):
         raise TypeError(f"{decorator}: the handler must be callable, got {type(fn).__name__}")
-    _check_filters(decorator, session, message_id)
+    _check_filters(decorator, session, message_id, cancel_on_partial)
+    if cancel_on_partial and not _is_async(fn):
+        raise TypeError(
+            f"{decorator}: cancel_on_partial=True needs an async handler (async def); "
+            f"{getattr(fn, '__qualname__', fn)!r} is not one"
+        )
 
     def receiver(sender: AgentSession[Any], *, event: Event, **_: Any) -> Any:
         if message_id is not None and event.message_id != message_id:
@@ -178,6 +221,8 @@ def _subscribe(
         return fn(event)
 
     receiver.__qualname__ = getattr(fn, "__qualname__", receiver.__qualname__)
+    if cancel_on_partial:
+        setattr(receiver, _FOLLOWS_ATTR, True)
     # Strong reference: a handler defined inside a function must not silently vanish.
     signal.connect(receiver, sender=ANY if session is None else session, weak=False)
     receivers: list[tuple[Signal, Callable[..., Any]]] = getattr(fn, _RECEIVERS_ATTR, [])
@@ -188,11 +233,20 @@ def _subscribe(
     return fn
 
 
+def _is_async(fn: Callable[..., Any]) -> bool:
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None)  # noqa: B004 - an object with an async __call__
+    )
+
+
 @overload
 def on_message_played(fn: F, /) -> F: ...
 @overload
 def on_message_played(
-    *, session: AgentSession[Any] | None = None, message_id: str | None = None
+    *,
+    session: AgentSession[Any] | None = None,
+    message_id: str | None = None,
+    cancel_on_partial: bool = False,
 ) -> Callable[[F], F]: ...
 def on_message_played(
     fn: F | None = None,
@@ -200,6 +254,7 @@ def on_message_played(
     *,
     session: AgentSession[Any] | None = None,
     message_id: str | None = None,
+    cancel_on_partial: bool = False,
 ) -> F | Callable[[F], F]:
     """Run ``fn(event)`` when a message starts playing (``MessagePlaybackStarted``).
 
@@ -207,13 +262,31 @@ def on_message_played(
     (``@on_message_played(session=s, message_id="answer")``). ``fn`` may be sync or async;
     async handlers run as tasks owned by the session's tracker. The handler is registered
     strongly and stays until ``disconnect(fn)``.
+
+    With ``cancel_on_partial=True`` (async handlers only) the handler's task follows its
+    message: it is cancelled when that message's playback ends without being heard in full
+    (``played`` is ``"partial"``: the user cut it off, or, rarely, ``"skipped"`` after a
+    remote sink cancelled it). A task still running after its message played in full
+    carries on.
+
+    Raises:
+        TypeError: ``fn`` is not callable, a filter has the wrong type, or
+            ``cancel_on_partial=True`` is given for a handler that is not ``async def``.
+        ValueError: ``message_id`` is empty.
     """
     if fn is not None:
         return _subscribe(message_playback_started, "on_message_played", fn, session, message_id)
-    _check_filters("on_message_played", session, message_id)
+    _check_filters("on_message_played", session, message_id, cancel_on_partial)
 
     def decorate(f: F) -> F:
-        return _subscribe(message_playback_started, "on_message_played", f, session, message_id)
+        return _subscribe(
+            message_playback_started,
+            "on_message_played",
+            f,
+            session,
+            message_id,
+            cancel_on_partial,
+        )
 
     return decorate
 

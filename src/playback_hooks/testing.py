@@ -172,6 +172,7 @@ class SimulatedSink(AudioOutput):
     # AudioOutput --------------------------------------------------------------------------
 
     async def capture_frame(self, frame: rtc.AudioFrame) -> None:
+        """Queue a frame; the first of a segment reports ``playback_started``."""
         await super().capture_frame(frame)
         seg = self._current
         if seg is None:
@@ -199,6 +200,7 @@ class SimulatedSink(AudioOutput):
             await asyncio.sleep(ahead / self._speed)
 
     def flush(self) -> None:
+        """End the segment being captured; it finishes once all of it has played."""
         super().flush()
         if self._current is not None:
             self._current.flushed = True
@@ -206,6 +208,7 @@ class SimulatedSink(AudioOutput):
             self._wake.set()
 
     def clear_buffer(self) -> None:
+        """Stop playing at once (an interruption): every queued segment ends interrupted."""
         self._advance()
         for seg in self._queue:
             seg.cleared = True
@@ -213,11 +216,13 @@ class SimulatedSink(AudioOutput):
         self._wake.set()
 
     def pause(self) -> None:
+        """Hold the play head."""
         self._advance()
         self._paused = True
         self._wake.set()
 
     def resume(self) -> None:
+        """Move the play head again."""
         self._advance()
         self._paused = False
         self._wake.set()
@@ -278,6 +283,7 @@ class SineTTS(tts.TTS[Any]):
     def synthesize(
         self, text: str, *, conn_options: APIConnectOptions = DEFAULT_API_CONNECT_OPTIONS
     ) -> tts.ChunkedStream:
+        """Synthesize ``text`` as a tone; every request is kept in ``requests``."""
         self.requests.append(text)
         return _SineStream(tts=self, input_text=text, conn_options=conn_options)
 
@@ -347,6 +353,7 @@ class ScriptedLLM(llm.LLM[Any]):
         tool_choice: NotGivenOr[llm.ToolChoice] = NOT_GIVEN,
         extra_kwargs: NotGivenOr[dict[str, Any]] = NOT_GIVEN,
     ) -> llm.LLMStream:
+        """Answer with the next scripted reply (an empty one when the script ran out)."""
         reply = self._replies.pop(0) if self._replies else []
         self.calls += 1
         return _ScriptedStream(
@@ -428,11 +435,13 @@ class ScriptedRealtimeModel(llm.RealtimeModel):
         self.sessions: list[ScriptedRealtimeSession] = []
 
     def session(self, *, turn_detection_disabled: bool = False) -> ScriptedRealtimeSession:
+        """Open a realtime session; every one is kept in ``sessions``."""
         rt = ScriptedRealtimeSession(self)
         self.sessions.append(rt)
         return rt
 
     async def aclose(self) -> None:
+        """Close every session it opened."""
         for rt in self.sessions:
             await rt.aclose()
 
@@ -448,6 +457,8 @@ class ScriptedRealtimeSession(llm.RealtimeSession[Any]):
         self._tasks: set[asyncio.Task[None]] = set()
         self.truncations: list[tuple[str, int]] = []
         self.interrupts = 0
+        self.sent: list[tuple[str, float]] = []
+        """``(item id, time.time())`` for each item, when its message was handed to livekit."""
 
     @property
     def chat_ctx(self) -> llm.ChatContext:
@@ -521,6 +532,7 @@ class ScriptedRealtimeSession(llm.RealtimeSession[Any]):
                 modalities.set_result(
                     ["audio", "text"] if item.audio_seconds is not None else ["text"]
                 )
+                self.sent.append((item.id, time.time()))
                 message_ch.send_nowait(
                     llm.MessageGeneration(
                         message_id=item.id,
