@@ -32,5 +32,12 @@ demo: $(STAMP)
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
+# Model-based fuzzing of the tracker with many more examples than `make test` runs.
+FUZZ_EXAMPLES ?= 6000
+fuzz: $(STAMP)
+	@PLAYBACK_HOOKS_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) PLAYBACK_HOOKS_FUZZ_REPORT=.fuzz-report \
+		$(BIN)/pytest -q tests/test_model.py; status=$$?; \
+		cat .fuzz-report; rm -f .fuzz-report; exit $$status
+
 clean:
 	rm -rf $(VENV) build dist .mypy_cache .ruff_cache .pytest_cache demo-output

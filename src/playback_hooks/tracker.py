@@ -452,7 +452,10 @@ class PlaybackTracker:
 
     def _release_segmentless(self, speech: _Speech) -> None:
         # messages known to get no segment, at the head of the queue, end as skipped now;
-        # _emit_ready() holds their events back until earlier messages have finished
+        # _emit_ready() holds their events back until earlier messages have finished. Not
+        # before the speech is scheduled: a discarded preemptive speech reports nothing.
+        if not speech.handle.scheduled:
+            return
         while speech.queue and not speech.queue[0].has_segment:
             self._skip(speech.queue.popleft())
 
