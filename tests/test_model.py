@@ -8,6 +8,7 @@ handlers can do, with the guarantees checked after every step.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from collections.abc import Iterator
@@ -165,10 +166,9 @@ class TrackerMachine(RuleBasedStateMachine):
     @rule(handle=speeches)
     def label(self, handle: SpeechHandle) -> None:
         self.next_id += 1
-        try:
+        # labelled already, or too late: refused, as documented
+        with contextlib.suppress(ValueError, RuntimeError):
             self.tracker.label(handle, f"label{self.next_id}")
-        except (ValueError, RuntimeError):
-            pass  # labelled already, or too late: refused, as documented
 
     @rule(handle=speeches, begin=st.booleans())
     def realtime_item(self, handle: SpeechHandle, begin: bool) -> None:
