@@ -9,6 +9,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from livekit.agents import llm
+from livekit.agents.utils import is_given
 
 from . import _livekit
 
@@ -62,14 +63,26 @@ class RealtimeTaps:
         self._watch = asyncio.ensure_future(self._watch_for_session())
 
     async def _watch_for_session(self) -> None:
+        # livekit offers no event between creating the new agent's realtime session and
+        # using it, so look for it at a short interval until it exists
         loop = asyncio.get_running_loop()
         deadline = loop.time() + _HANDOFF_WATCH_SECONDS
         known = set(self._sessions)
         while loop.time() < deadline and not self._closed:
             self.tap_current_agent()
-            if set(self._sessions) - known:
+            if set(self._sessions) - known or not self._uses_realtime_model():
                 return
             await asyncio.sleep(_HANDOFF_POLL_SECONDS)
+
+    def _uses_realtime_model(self) -> bool:
+        session = self._tracker.session
+        try:
+            model = session.current_agent.llm
+        except RuntimeError:
+            return True  # no agent yet: keep looking
+        if not is_given(model):
+            model = session.llm
+        return isinstance(model, llm.RealtimeModel)
 
     def close(self) -> None:
         """Untap every session and stop watching."""
