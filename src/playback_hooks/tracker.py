@@ -10,7 +10,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from livekit import rtc
 from livekit.agents import Agent, AgentSession
@@ -37,6 +37,8 @@ _HISTORY_SIZE = 1024
 _trackers: weakref.WeakKeyDictionary[AgentSession[Any], PlaybackTracker] = (
     weakref.WeakKeyDictionary()
 )
+
+_T = TypeVar("_T")
 
 Announce = Callable[[str | None, Mapping[str, Any], bool], None]
 
@@ -107,8 +109,7 @@ class _TrackingOutput(_livekit.HookedAudioOutput):
             await self.next_in_chain.capture_frame(frame)
             return
         self._capturing_any = True
-        tracker = self._tracker
-        msg = tracker._bind_segment(has_audio=True) if tracker is not None else None
+        msg = self._guarded(self._bind, True)
         self._capturing = msg
         self._segments.append(msg)
         try:
@@ -117,17 +118,17 @@ class _TrackingOutput(_livekit.HookedAudioOutput):
             # The sink refused the segment's first frame, so it will never report this
             # segment: do not count it (livekit's wait_for_playout() would wait forever)
             # and end its message here.
-            self._segment_refused(msg)
+            self._guarded(self._segment_refused, msg)
             raise
         # Counted after the sink accepted the frame, unlike the usual super()-first order.
         await super().capture_frame(frame)
 
     def flush(self) -> None:
         super().flush()
-        if not self._capturing_any and self._tracker is not None:
+        if not self._capturing_any:
             # a segment with no audio (interrupted before its first frame, or a TTS that
             # produced nothing): its message was never heard
-            self._tracker._bind_segment(has_audio=False)
+            self._guarded(self._bind, False)
         self._capturing_any = False
         self._capturing = None
         self.next_in_chain.flush()
@@ -137,10 +138,7 @@ class _TrackingOutput(_livekit.HookedAudioOutput):
 
     def on_playback_started(self, *, created_at: float) -> None:
         super().on_playback_started(created_at=created_at)
-        if self._tracker is not None and self._segments:
-            msg = self._segments[0]
-            if msg is not None and msg.started_at is None:
-                self._tracker._message_started(msg, created_at)
+        self._guarded(self._segment_started, created_at)
 
     def on_playback_finished(
         self,
@@ -154,29 +152,46 @@ class _TrackingOutput(_livekit.HookedAudioOutput):
             interrupted=interrupted,
             synchronized_transcript=synchronized_transcript,
         )
-        self._segment_finished(playback_position, interrupted, synchronized_transcript)
+        self._guarded(
+            self._segment_finished, playback_position, interrupted, synchronized_transcript
+        )
 
     def _on_input_truncated(self) -> None:
         if self._capturing is not None:
             self._capturing.truncated = True
 
     def _on_capture_cancelled(self) -> None:
-        self._segment_finished(0.0, True, None, cancelled=True)
+        self._guarded(self._segment_finished, 0.0, True, None)
 
-    def _segment_finished(
-        self,
-        position: float,
-        interrupted: bool,
-        transcript: str | None,
-        *,
-        cancelled: bool = False,
-    ) -> None:
+    def _guarded(self, fn: Callable[..., _T], *args: Any) -> _T | None:
+        # The tracker's bookkeeping runs inside livekit's audio path: whatever goes wrong
+        # in it is logged, never raised into livekit.
+        if self._tracker is None:
+            return None
+        try:
+            return fn(*args)
+        except Exception:
+            logger.exception(
+                "playback_hooks internal error; playback events may be incomplete",
+                extra={"step": fn.__name__},
+            )
+            return None
+
+    def _bind(self, has_audio: bool) -> _Message | None:
+        assert self._tracker is not None
+        return self._tracker._bind_segment(has_audio=has_audio)
+
+    def _segment_started(self, created_at: float) -> None:
+        if self._tracker is not None and self._segments:
+            msg = self._segments[0]
+            if msg is not None and msg.started_at is None:
+                self._tracker._message_started(msg, created_at)
+
+    def _segment_finished(self, position: float, interrupted: bool, transcript: str | None) -> None:
         if self._tracker is None or not self._segments:
             return
         msg = self._segments.popleft()
         if msg is not None:
-            if cancelled:
-                msg.started_at = None
             self._tracker._message_finished(msg, position, interrupted, transcript)
 
     def _segment_refused(self, msg: _Message | None) -> None:
