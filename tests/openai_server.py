@@ -141,8 +141,15 @@ class Connection:
 
     def speech_started(self) -> None:
         """The server's voice activity detection hears the user start to speak (barge-in)."""
-        self._spawn(self._send({"type": "input_audio_buffer.speech_started", "audio_start_ms": 0,
-                                "item_id": _new_id("item_user")}))
+        self._spawn(
+            self._send(
+                {
+                    "type": "input_audio_buffer.speech_started",
+                    "audio_start_ms": 0,
+                    "item_id": _new_id("item_user"),
+                }
+            )
+        )
 
     def received_types(self) -> list[str]:
         """The ``type`` of every client event received, in order."""
@@ -169,8 +176,12 @@ class Connection:
         await self._send(
             {
                 "type": "session.created",
-                "session": {"id": _new_id("sess"), "object": "realtime.session",
-                            "type": "realtime", "model": self.query.get("model", "")},
+                "session": {
+                    "id": _new_id("sess"),
+                    "object": "realtime.session",
+                    "type": "realtime",
+                    "model": self.query.get("model", ""),
+                },
             }
         )
         try:
@@ -203,8 +214,10 @@ class Connection:
                 previous = self.conversation[-1] if self.conversation else None
             if item["id"] in self.conversation:
                 await self._error(
-                    "invalid_request_error", "item_create_duplicate_item_id",
-                    f"Item with id {item['id']} already exists", event.get("event_id"),
+                    "invalid_request_error",
+                    "item_create_duplicate_item_id",
+                    f"Item with id {item['id']} already exists",
+                    event.get("event_id"),
                 )
                 return
             index = self.conversation.index(previous) + 1 if previous is not None else 0
@@ -219,8 +232,10 @@ class Connection:
             item_id = event["item_id"]
             if item_id not in self.conversation:
                 await self._error(
-                    "invalid_request_error", "item_not_found",
-                    f"Item with id {item_id} not found", event.get("event_id"),
+                    "invalid_request_error",
+                    "item_not_found",
+                    f"Item with id {item_id} not found",
+                    event.get("event_id"),
                 )
                 return
             self.conversation.remove(item_id)
@@ -238,16 +253,20 @@ class Connection:
             metadata = (event.get("response") or {}).get("metadata")
             if not self.server.replies:
                 await self._error(
-                    "invalid_request_error", "no_script",
-                    "the test scripted no response for this request", event.get("event_id"),
+                    "invalid_request_error",
+                    "no_script",
+                    "the test scripted no response for this request",
+                    event.get("event_id"),
                 )
                 return
             self._start(self.server.replies.popleft(), metadata)
         elif kind == "response.cancel":
             if self._active is None or self._active.done():
                 await self._error(
-                    "invalid_request_error", "response_cancel_not_active",
-                    "Cancellation failed: no active response found", event.get("event_id"),
+                    "invalid_request_error",
+                    "response_cancel_not_active",
+                    "Cancellation failed: no active response found",
+                    event.get("event_id"),
                 )
                 return
             self._active.cancel()
@@ -258,15 +277,28 @@ class Connection:
 
     async def _server_turn(self, response: Response) -> None:
         user_item = _new_id("item_user")
-        await self._send({"type": "input_audio_buffer.speech_started", "audio_start_ms": 0,
-                          "item_id": user_item})
-        await self._send({"type": "input_audio_buffer.speech_stopped", "audio_end_ms": 800,
-                          "item_id": user_item})
+        await self._send(
+            {"type": "input_audio_buffer.speech_started", "audio_start_ms": 0, "item_id": user_item}
+        )
+        await self._send(
+            {"type": "input_audio_buffer.speech_stopped", "audio_end_ms": 800, "item_id": user_item}
+        )
         previous = self.conversation[-1] if self.conversation else None
-        await self._send({"type": "input_audio_buffer.committed", "item_id": user_item,
-                          "previous_item_id": previous})
-        item = {"id": user_item, "object": "realtime.item", "type": "message", "role": "user",
-                "status": "completed", "content": [{"type": "input_audio", "transcript": None}]}
+        await self._send(
+            {
+                "type": "input_audio_buffer.committed",
+                "item_id": user_item,
+                "previous_item_id": previous,
+            }
+        )
+        item = {
+            "id": user_item,
+            "object": "realtime.item",
+            "type": "message",
+            "role": "user",
+            "status": "completed",
+            "content": [{"type": "input_audio", "transcript": None}],
+        }
         self.conversation.append(user_item)
         await self._send(
             {"type": "conversation.item.added", "previous_item_id": previous, "item": item}
@@ -275,11 +307,18 @@ class Connection:
 
     async def _respond(self, response: Response, metadata: dict[str, Any] | None) -> None:
         rid = response.response_id
-        base = {"id": rid, "object": "realtime.response", "metadata": metadata,
-                "output_modalities": ["audio"], "conversation_id": "conv_test"}
+        base = {
+            "id": rid,
+            "object": "realtime.response",
+            "metadata": metadata,
+            "output_modalities": ["audio"],
+            "conversation_id": "conv_test",
+        }
         await self._send(
-            {"type": "response.created",
-             "response": {**base, "status": "in_progress", "output": []}}
+            {
+                "type": "response.created",
+                "response": {**base, "status": "in_progress", "output": []},
+            }
         )
         output: list[dict[str, Any]] = []
         status, details = response.status, None
@@ -291,12 +330,19 @@ class Connection:
                     await self._error(step.type, step.code, step.message, None)
                     continue
                 open_item = item = self._new_item(step)
-                await self._send({"type": "response.output_item.added", "response_id": rid,
-                                  "output_index": index, "item": item})
+                await self._send(
+                    {
+                        "type": "response.output_item.added",
+                        "response_id": rid,
+                        "output_index": index,
+                        "item": item,
+                    }
+                )
                 previous = self.conversation[-1] if self.conversation else None
                 self.conversation.append(item["id"])
-                await self._send({"type": "conversation.item.added",
-                                  "previous_item_id": previous, "item": item})
+                await self._send(
+                    {"type": "conversation.item.added", "previous_item_id": previous, "item": item}
+                )
                 if isinstance(step, Say):
                     await self._stream_message(rid, index, step, item, gate)
                     gate = None
@@ -305,41 +351,75 @@ class Connection:
                 item["status"] = "completed"
                 open_item = None
                 output.append(item)
-                await self._send({"type": "response.output_item.done", "response_id": rid,
-                                  "output_index": index, "item": item})
+                await self._send(
+                    {
+                        "type": "response.output_item.done",
+                        "response_id": rid,
+                        "output_index": index,
+                        "item": item,
+                    }
+                )
                 await self._send({"type": "conversation.item.done", "item": item})
             if status == "failed":
-                details = {"type": "failed", "error": {"type": "server_error",
-                                                       "code": "server_error"}}
+                details = {
+                    "type": "failed",
+                    "error": {"type": "server_error", "code": "server_error"},
+                }
         except asyncio.CancelledError:
             status, details = "cancelled", {"type": "cancelled", "reason": "client_cancelled"}
             if open_item is not None:
                 open_item["status"] = "incomplete"
                 output.append(open_item)
-                await self._send({"type": "response.output_item.done", "response_id": rid,
-                                  "output_index": len(output) - 1, "item": open_item})
+                await self._send(
+                    {
+                        "type": "response.output_item.done",
+                        "response_id": rid,
+                        "output_index": len(output) - 1,
+                        "item": open_item,
+                    }
+                )
         await self._send(
-            {"type": "response.done",
-             "response": {**base, "status": status, "status_details": details, "output": output,
-                          "usage": {"total_tokens": 0, "input_tokens": 0, "output_tokens": 0}}}
+            {
+                "type": "response.done",
+                "response": {
+                    **base,
+                    "status": status,
+                    "status_details": details,
+                    "output": output,
+                    "usage": {"total_tokens": 0, "input_tokens": 0, "output_tokens": 0},
+                },
+            }
         )
 
     @staticmethod
     def _new_item(step: Say | Call) -> dict[str, Any]:
         if isinstance(step, Say):
-            return {"id": step.id, "object": "realtime.item", "type": "message",
-                    "role": "assistant", "status": "in_progress", "content": []}
-        return {"id": step.id, "object": "realtime.item", "type": "function_call",
-                "status": "in_progress", "call_id": step.call_id, "name": step.name,
-                "arguments": ""}
+            return {
+                "id": step.id,
+                "object": "realtime.item",
+                "type": "message",
+                "role": "assistant",
+                "status": "in_progress",
+                "content": [],
+            }
+        return {
+            "id": step.id,
+            "object": "realtime.item",
+            "type": "function_call",
+            "status": "in_progress",
+            "call_id": step.call_id,
+            "name": step.name,
+            "arguments": "",
+        }
 
     async def _stream_message(
         self, rid: str, index: int, step: Say, item: dict[str, Any], gate: asyncio.Event | None
     ) -> None:
         ids = {"response_id": rid, "item_id": step.id, "output_index": index, "content_index": 0}
         audio = step.audio_seconds is not None
-        part: dict[str, Any] = {"type": "audio", "transcript": ""} if audio else {
-            "type": "text", "text": ""}
+        part: dict[str, Any] = (
+            {"type": "audio", "transcript": ""} if audio else {"type": "text", "text": ""}
+        )
         await self._send({"type": "response.content_part.added", **ids, "part": part})
         words = step.transcript.split(" ")
         pace = self.server.pace
@@ -359,28 +439,44 @@ class Connection:
                         {"type": "response.output_audio_transcript.delta", **ids, "delta": text}
                     )
                 await self._send(
-                    {"type": "response.output_audio.delta", **ids,
-                     "delta": base64.b64encode(chunk).decode()}
+                    {
+                        "type": "response.output_audio.delta",
+                        **ids,
+                        "delta": base64.b64encode(chunk).decode(),
+                    }
                 )
                 await asyncio.sleep(self.server.chunk_seconds / pace)
             await self._send({"type": "response.output_audio.done", **ids})
-            await self._send({"type": "response.output_audio_transcript.done", **ids,
-                              "transcript": step.transcript})
+            await self._send(
+                {
+                    "type": "response.output_audio_transcript.done",
+                    **ids,
+                    "transcript": step.transcript,
+                }
+            )
             content = {"type": "output_audio", "transcript": step.transcript}
         else:
             for n, word in enumerate(words):
-                await self._send({"type": "response.output_text.delta", **ids,
-                                  "delta": word if n == 0 else " " + word})
+                await self._send(
+                    {
+                        "type": "response.output_text.delta",
+                        **ids,
+                        "delta": word if n == 0 else " " + word,
+                    }
+                )
                 await asyncio.sleep(self.server.chunk_seconds / pace)
-            await self._send({"type": "response.output_text.done", **ids,
-                              "text": step.transcript})
+            await self._send({"type": "response.output_text.done", **ids, "text": step.transcript})
             content = {"type": "output_text", "text": step.transcript}
         await self._send({"type": "response.content_part.done", **ids, "part": part})
         item["content"] = [content]
 
     async def _stream_call(self, rid: str, index: int, step: Call, item: dict[str, Any]) -> None:
-        ids = {"response_id": rid, "item_id": step.id, "output_index": index,
-               "call_id": step.call_id}
+        ids = {
+            "response_id": rid,
+            "item_id": step.id,
+            "output_index": index,
+            "call_id": step.call_id,
+        }
         await self._send(
             {"type": "response.function_call_arguments.delta", **ids, "delta": step.arguments}
         )
@@ -389,13 +485,18 @@ class Connection:
         )
         item["arguments"] = step.arguments
 
-    async def _error(
-        self, type_: str, code: str, message: str, event_id: str | None
-    ) -> None:
+    async def _error(self, type_: str, code: str, message: str, event_id: str | None) -> None:
         await self._send(
-            {"type": "error",
-             "error": {"type": type_, "code": code, "message": message, "param": None,
-                       "event_id": event_id}}
+            {
+                "type": "error",
+                "error": {
+                    "type": type_,
+                    "code": code,
+                    "message": message,
+                    "param": None,
+                    "event_id": event_id,
+                },
+            }
         )
 
     async def _send(self, event: dict[str, Any]) -> None:

@@ -1,0 +1,581 @@
+"""Realtime items through the real OpenAI realtime client, against a local scripted server.
+
+The session runs livekit's own client (``livekit.plugins.openai.realtime.RealtimeModel``)
+over a websocket to ``tests/openai_server.py``; only the model's answers are scripted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterable, AsyncIterator, Callable
+from typing import Any
+
+import aiohttp
+import pytest
+from livekit.agents import Agent, AgentSession, function_tool, llm
+from livekit.agents.voice.events import ConversationItemAddedEvent, SpeechCreatedEvent
+from livekit.plugins.openai.realtime import RealtimeModel
+
+import playback_hooks as ph
+from playback_hooks.testing import SimulatedSink, SineTTS
+
+from .conftest import Offline, StartSession
+from .openai_server import Call, Connection, Fail, RealtimeServer, Response, Say
+
+# The sink plays twice as fast as real time: positions are still seconds of audio.
+SPEED = 2.0
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[RealtimeServer]:
+    srv = RealtimeServer()
+    await srv.start()
+    yield srv
+    await srv.close()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+class Chat:
+    """The assistant ``ChatMessage``s livekit records (``conversation_item_added``), in order."""
+
+    def __init__(self, session: AgentSession[Any]) -> None:
+        self.messages: list[llm.ChatMessage] = []
+        session.on("conversation_item_added", self._on_item)
+
+    def _on_item(self, ev: ConversationItemAddedEvent) -> None:
+        if isinstance(ev.item, llm.ChatMessage) and ev.item.role == "assistant":
+            self.messages.append(ev.item)
+
+    def by_id(self) -> dict[str, llm.ChatMessage]:
+        return {m.id: m for m in self.messages}
+
+
+class Speeches:
+    """Every speech the session creates, in order (server turns have no handle of ours)."""
+
+    def __init__(self, session: AgentSession[Any]) -> None:
+        self.created: list[SpeechCreatedEvent] = []
+        self._changed = asyncio.Event()
+        session.on("speech_created", self._on_created)
+
+    def _on_created(self, ev: SpeechCreatedEvent) -> None:
+        self.created.append(ev)
+        self._changed.set()
+
+    async def wait(self, count: int, *, timeout: float = 10.0) -> list[SpeechCreatedEvent]:
+        async def _wait() -> None:
+            while len(self.created) < count:
+                self._changed.clear()
+                await self._changed.wait()
+
+        await asyncio.wait_for(_wait(), timeout)
+        return self.created
+
+
+class ItemProbe:
+    """Records each item the realtime client hands to livekit, after the tracker's tap saw it.
+
+    It wraps ``message_stream`` outside the tracker's own wrapper (it subscribes later), so an
+    item recorded here has been announced to the tracker: a test can wait for that instead
+    of hoping the network was fast enough.
+    """
+
+    def __init__(self, rt_session: llm.RealtimeSession[Any]) -> None:
+        self.delivered: list[str] = []
+        self._changed = asyncio.Event()
+        rt_session.on("generation_created", self._on_generation)
+
+    def _on_generation(self, ev: llm.GenerationCreatedEvent) -> None:
+        ev.message_stream = self._wrap(ev.message_stream)
+
+    async def _wrap(
+        self, stream: AsyncIterable[llm.MessageGeneration]
+    ) -> AsyncIterator[llm.MessageGeneration]:
+        async for msg in stream:
+            self.delivered.append(msg.message_id)
+            self._changed.set()
+            yield msg
+
+    async def wait(self, item_id: str, *, timeout: float = 10.0) -> None:
+        async def _wait() -> None:
+            while item_id not in self.delivered:
+                self._changed.clear()
+                await self._changed.wait()
+
+        await asyncio.wait_for(_wait(), timeout)
+
+
+Start = Callable[..., Any]
+
+
+@pytest.fixture
+def start_realtime(
+    server: RealtimeServer, http: aiohttp.ClientSession, start_session: StartSession
+) -> Callable[..., Any]:
+    """Start a session whose LLM is the real OpenAI realtime client pointed at ``server``."""
+
+    async def _start(agent: Agent | None = None, **kwargs: Any) -> tuple[Offline, Connection]:
+        model = RealtimeModel(base_url=server.base_url, api_key="test", http_session=http)
+        off = await start_session(
+            agent or Agent(instructions="test agent"),
+            llm_model=model,
+            sink=SimulatedSink(speed=SPEED),
+            **kwargs,
+        )
+        return off, await server.connection(len(server.connections))
+
+    return _start
+
+
+def realtime_model(server: RealtimeServer, http: aiohttp.ClientSession) -> RealtimeModel:
+    return RealtimeModel(base_url=server.base_url, api_key="test", http_session=http)
+
+
+def rows(events: list[ph.MessagePlaybackFinished]) -> list[tuple[str, int, str, bool]]:
+    return [(e.message_id, e.index, e.played, e.interrupted) for e in events]
+
+
+def timeline_of(ids: list[str]) -> list[tuple[str, str]]:
+    return [(kind, i) for i in ids for kind in ("started", "finished")]
+
+
+class TestItems:
+    """Each item of a multi-item response is one message: its id, its start, its position."""
+
+    @pytest.mark.parametrize(
+        "items",
+        [
+            pytest.param(
+                [Say("item_pre", "Let me check.", 0.3), Say("item_ans", "It is four.", 0.5)],
+                id="preamble+answer",
+            ),
+            pytest.param(
+                [
+                    Say("item_one", "First part.", 0.2),
+                    Say("item_two", "Second part here.", 0.5),
+                    Say("item_three", "Third.", 0.3),
+                ],
+                id="three-items",
+            ),
+        ],
+    )
+    async def test_items_in_one_response(
+        self, server: RealtimeServer, start_realtime: Start, items: list[Say]
+    ) -> None:
+        off, conn = await start_realtime()
+        chat = Chat(off.session)
+        server.reply(items)
+        handle = off.session.generate_reply()
+        finished = await off.events.wait_finished(len(items))
+        await handle
+
+        ids = [item.id for item in items]
+        assert off.events.timeline() == timeline_of(ids)
+        assert [m.id for m in chat.messages] == ids
+        assert [m.text_content for m in chat.messages] == [item.transcript for item in items]
+        assert {e.speech_id for e in off.events.events} == {handle.id}
+        assert {e.source for e in off.events.events} == {"realtime"}
+        assert [e.index for e in finished] == list(range(len(items)))
+        segments = off.sink.segments
+        assert len(segments) == len(items)
+        assert [e.started_at for e in off.events.started] == [s.started_at for s in segments]
+        assert [f.started_at for f in finished] == [s.started_at for s in segments]
+        assert [f.played for f in finished] == ["full"] * len(items)
+        assert [f.interrupted for f in finished] == [False] * len(items)
+        assert [f.playback_position for f in finished] == [s.position for s in segments]
+        assert [f.playback_position for f in finished] == pytest.approx(
+            [item.audio_seconds for item in items]
+        )
+        # the client asked for this response: the server saw one response.create
+        assert conn.received_types().count("response.create") == 1
+
+
+class TestInterruption:
+    """An interrupted response: what was heard of each item matches what livekit records."""
+
+    @pytest.mark.parametrize("by", ["session.interrupt", "server-vad"])
+    async def test_interrupted_during_second_of_three(
+        self, server: RealtimeServer, start_realtime: Start, by: str
+    ) -> None:
+        off, conn = await start_realtime()
+        chat = Chat(off.session)
+        probe = ItemProbe(off.session.current_agent.realtime_llm_session)
+        server.reply(
+            [
+                Say("item_a", "One.", 0.3),
+                Say("item_b", "Two is long enough to be cut.", 2.0),
+                Say("item_c", "Three.", 0.3),
+            ]
+        )
+        handle = off.session.generate_reply()
+        await off.tracker.wait_for("item_b", "started", timeout=10)
+        await probe.wait("item_c")
+        if by == "server-vad":
+            conn.speech_started()  # the user barges in; the client interrupts itself
+        else:
+            off.session.interrupt()
+        finished = await off.events.wait_finished(3)
+        await handle
+
+        assert off.events.timeline() == [
+            ("started", "item_a"),
+            ("finished", "item_a"),
+            ("started", "item_b"),
+            ("finished", "item_b"),
+            ("finished", "item_c"),
+        ]
+        assert rows(finished) == [
+            ("item_a", 0, "full", False),
+            ("item_b", 1, "partial", True),
+            ("item_c", 2, "skipped", True),
+        ]
+        a, b, c = finished
+        segments = off.sink.segments
+        assert len(segments) == 2
+        assert a.playback_position == segments[0].position == pytest.approx(0.3)
+        assert b.playback_position == segments[1].position
+        assert 0 < b.playback_position < 2.0
+        assert b.started_at == segments[1].started_at
+        assert c.started_at is None and c.playback_position == 0
+        # livekit's record agrees: item a heard in full, item b cut off, item c never heard
+        messages = chat.by_id()
+        assert set(messages) == {"item_a", "item_b"}
+        assert messages["item_a"].interrupted is False
+        assert messages["item_b"].interrupted is True
+        # and it truncates item b on the server at the position the tracker reported
+        truncate = await conn.wait_received(lambda ev: ev["type"] == "conversation.item.truncate")
+        assert truncate["item_id"] == "item_b"
+        assert truncate["audio_end_ms"] == int(b.playback_position * 1000)
+        truncated = [ev["item_id"] for ev in conn.received if ev["type"].endswith(".truncate")]
+        assert truncated == ["item_b"]
+
+    async def test_interrupted_before_any_audio(
+        self, server: RealtimeServer, start_realtime: Start
+    ) -> None:
+        off, conn = await start_realtime()
+        chat = Chat(off.session)
+        probe = ItemProbe(off.session.current_agent.realtime_llm_session)
+        gate = asyncio.Event()  # never set: the model has not produced audio yet
+        server.reply(
+            Response(
+                [Say("item_x", "Never heard.", 0.5), Say("item_y", "Never made.", 0.5)],
+                audio_gate=gate,
+            ),
+            [Say("item_next", "Next reply.", 0.3)],
+        )
+        handle = off.session.generate_reply()
+        await probe.wait("item_x")
+        off.session.interrupt()
+        await handle
+        # the server cancels the response it was still generating
+        await conn.wait_received(lambda ev: ev["type"] == "response.cancel")
+        assert conn.responses[0].items  # scripted with two items; only item_x ever existed
+
+        nxt = off.session.generate_reply()
+        await off.events.wait_finished(2)
+        await nxt
+        assert off.events.timeline() == [
+            ("finished", "item_x"),
+            ("started", "item_next"),
+            ("finished", "item_next"),
+        ]
+        x = off.events.finished[0]
+        assert (x.played, x.interrupted, x.playback_position, x.started_at) == (
+            "skipped",
+            True,
+            0.0,
+            None,
+        )
+        assert x.speech_id == handle.id
+        assert len(off.sink.segments) == 1
+        # zero audio heard: livekit records no message and truncates nothing at 0 ms
+        assert [m.id for m in chat.messages] == ["item_next"]
+        assert not [ev for ev in conn.received if ev["type"] == "conversation.item.truncate"]
+
+
+class TestToolTurn:
+    """A function call, its output, then the model's follow-up: one speech, all items."""
+
+    async def test_tool_call_then_follow_up(
+        self, server: RealtimeServer, start_realtime: Start
+    ) -> None:
+        calls: list[str] = []
+
+        class ToolAgent(Agent):
+            def __init__(self) -> None:
+                super().__init__(instructions="test agent")
+
+            @function_tool
+            async def lookup_weather(self, city: str) -> str:
+                """Look up the weather in a city."""
+                calls.append(city)
+                return "sunny"
+
+        off, conn = await start_realtime(ToolAgent())
+        chat = Chat(off.session)
+        server.reply(
+            [
+                Say("item_pre", "Let me look that up.", 0.3),
+                Call("item_call", "lookup_weather", '{"city": "Paris"}'),
+            ],
+            [
+                Say("item_sun", "It is sunny in Paris.", 0.4),
+                Say("item_more", "Anything else?", 0.2),
+            ],
+        )
+        handle = off.session.generate_reply()
+        finished = await off.events.wait_finished(3)
+        await handle
+
+        assert calls == ["Paris"]
+        assert off.events.timeline() == timeline_of(["item_pre", "item_sun", "item_more"])
+        # livekit answers the tool call inside the same speech
+        assert {e.speech_id for e in off.events.events} == {handle.id}
+        assert rows(finished) == [
+            ("item_pre", 0, "full", False),
+            ("item_sun", 1, "full", False),
+            ("item_more", 2, "full", False),
+        ]
+        assert [f.started_at for f in finished] == [s.started_at for s in off.sink.segments]
+        assert [f.playback_position for f in finished] == pytest.approx([0.3, 0.4, 0.2])
+        assert [m.id for m in chat.messages] == ["item_pre", "item_sun", "item_more"]
+        # the tool output went to the server before the follow-up was asked for
+        types = conn.received_types()
+        output_at = next(
+            i
+            for i, ev in enumerate(conn.received)
+            if ev["type"] == "conversation.item.create"
+            and ev["item"]["type"] == "function_call_output"
+        )
+        creates = [i for i, t in enumerate(types) if t == "response.create"]
+        assert len(creates) == 2 and creates[0] < output_at < creates[1]
+
+
+class TestTurns:
+    """Server-initiated turns (server VAD) and user-initiated ones get their own speeches."""
+
+    async def test_server_turn_then_generate_reply(
+        self, server: RealtimeServer, start_realtime: Start
+    ) -> None:
+        off, conn = await start_realtime()
+        chat = Chat(off.session)
+        speeches = Speeches(off.session)
+        conn.server_turn(
+            Response([Say("item_s1", "You said hi.", 0.3), Say("item_s2", "Hello!", 0.2)])
+        )
+        await off.events.wait_finished(2)
+        (server_speech,) = await speeches.wait(1)
+        assert server_speech.user_initiated is False
+        await server_speech.speech_handle
+
+        server.reply([Say("item_u1", "As you asked.", 0.3)])
+        handle = off.session.generate_reply()
+        await off.events.wait_finished(3)
+        await handle
+
+        assert off.events.timeline() == timeline_of(["item_s1", "item_s2", "item_u1"])
+        assert [(e.message_id, e.speech_id, e.index) for e in off.events.finished] == [
+            ("item_s1", server_speech.speech_handle.id, 0),
+            ("item_s2", server_speech.speech_handle.id, 1),
+            ("item_u1", handle.id, 0),
+        ]
+        assert handle.id != server_speech.speech_handle.id
+        assert [e.started_at for e in off.events.started] == [
+            s.started_at for s in off.sink.segments
+        ]
+        assert [m.id for m in chat.messages] == ["item_s1", "item_s2", "item_u1"]
+        # only the second turn was asked for by the client
+        assert conn.received_types().count("response.create") == 1
+        assert [r.items[0].id for r in conn.responses if isinstance(r.items[0], Say)] == [
+            "item_s1",
+            "item_u1",
+        ]
+
+
+class TestHandoff:
+    """After update_agent() to another realtime agent, its items are reported, once each."""
+
+    @pytest.mark.parametrize("own_model", [True, False], ids=["own-model", "shared-model"])
+    async def test_handoff_to_second_realtime_agent(
+        self,
+        server: RealtimeServer,
+        http: aiohttp.ClientSession,
+        start_realtime: Start,
+        own_model: bool,
+    ) -> None:
+        second = (
+            Agent(instructions="second agent", llm=realtime_model(server, http))
+            if own_model
+            else Agent(instructions="second agent")
+        )
+        off, first_conn = await start_realtime()
+        speeches = Speeches(off.session)
+        chat = Chat(off.session)
+        handoffs: list[llm.AgentHandoff] = []
+        off.session.on(
+            "conversation_item_added",
+            lambda ev: handoffs.append(ev.item) if isinstance(ev.item, llm.AgentHandoff) else None,
+        )
+        server.reply([Say("item_a1", "First agent.", 0.3), Say("item_a2", "Handing over.", 0.2)])
+        h1 = off.session.generate_reply()
+        await off.events.wait_finished(2)
+        await h1
+
+        off.session.update_agent(second)
+        # the new agent's realtime session: a new connection with its own model, else the
+        # same one handed over; its first turn comes from the server, unasked
+        conn = await server.connection(1) if own_model else first_conn
+        await conn.wait_received(lambda ev: "second agent" in json.dumps(ev))
+        conn.server_turn(
+            Response([Say("item_b1", "Second agent here.", 0.3), Say("item_b2", "Hi.", 0.2)])
+        )
+        await off.events.wait_finished(4)
+        created = await speeches.wait(2)
+        await created[1].speech_handle
+
+        server.reply([Say("item_b3", "Asked for.", 0.2)])
+        h3 = off.session.generate_reply()
+        await off.events.wait_finished(5)
+        await h3
+
+        assert len(handoffs) == 1
+        assert off.session.current_agent is second
+        assert len(server.connections) == (2 if own_model else 1)
+        assert off.events.timeline() == timeline_of(
+            ["item_a1", "item_a2", "item_b1", "item_b2", "item_b3"]
+        )
+        b_speech = created[1].speech_handle.id
+        assert [e.speech_id for e in off.events.finished] == [
+            h1.id,
+            h1.id,
+            b_speech,
+            b_speech,
+            h3.id,
+        ]
+        assert [f.index for f in off.events.finished] == [0, 1, 0, 1, 0]
+        assert [f.played for f in off.events.finished] == ["full"] * 5
+        assert [e.started_at for e in off.events.started] == [
+            s.started_at for s in off.sink.segments
+        ]
+        assert [m.id for m in chat.messages] == [
+            "item_a1",
+            "item_a2",
+            "item_b1",
+            "item_b2",
+            "item_b3",
+        ]
+
+
+class TestTextOnly:
+    """A text-only item in a session with a TTS is spoken by the TTS and keeps its item id."""
+
+    async def test_text_item_spoken_through_tts_fallback(
+        self, server: RealtimeServer, start_realtime: Start
+    ) -> None:
+        tts = SineTTS(seconds_per_char=0.02, latency=0.01)
+        off, _ = await start_realtime(tts_model=tts)
+        chat = Chat(off.session)
+        server.reply(
+            [Say("item_audio", "Spoken by the model.", 0.3), Say("item_text", "Typed words.", None)]
+        )
+        handle = off.session.generate_reply()
+        finished = await off.events.wait_finished(2)
+        await handle
+
+        assert off.events.timeline() == timeline_of(["item_audio", "item_text"])
+        assert rows(finished) == [
+            ("item_audio", 0, "full", False),
+            ("item_text", 1, "full", False),
+        ]
+        assert tts.requests == ["Typed words."]
+        assert [f.started_at for f in finished] == [s.started_at for s in off.sink.segments]
+        assert [f.playback_position for f in finished] == [s.position for s in off.sink.segments]
+        assert finished[0].playback_position == pytest.approx(0.3)
+        assert finished[1].playback_position >= len("Typed words.") * tts.seconds_per_char
+        assert [m.id for m in chat.messages] == ["item_audio", "item_text"]
+
+    async def test_text_item_without_tts_is_skipped_in_place(
+        self, server: RealtimeServer, start_realtime: Start
+    ) -> None:
+        # No TTS for this agent: livekit forwards the item's text to the transcript and plays
+        # nothing for it. Nobody heard it, so it is skipped, and the next item keeps its id.
+        off, _ = await start_realtime(Agent(instructions="test agent", tts=None))
+        chat = Chat(off.session)
+        server.reply(
+            [
+                Say("item_1", "Spoken first.", 0.3),
+                Say("item_2", "Only text.", None),
+                Say("item_3", "Spoken last.", 0.2),
+            ]
+        )
+        handle = off.session.generate_reply()
+        finished = await off.events.wait_finished(3)
+        await handle
+
+        assert off.events.timeline() == [
+            ("started", "item_1"),
+            ("finished", "item_1"),
+            ("finished", "item_2"),
+            ("started", "item_3"),
+            ("finished", "item_3"),
+        ]
+        assert rows(finished) == [
+            ("item_1", 0, "full", False),
+            ("item_2", 1, "skipped", False),
+            ("item_3", 2, "full", False),
+        ]
+        assert [finished[0].started_at, finished[2].started_at] == [
+            s.started_at for s in off.sink.segments
+        ]
+        assert finished[2].playback_position == pytest.approx(0.2)
+        # livekit records the text item as said (its text reached the transcript)
+        assert [m.id for m in chat.messages] == ["item_1", "item_2", "item_3"]
+
+
+class TestServerErrors:
+    """Server errors around a response leave the items that did play reported correctly."""
+
+    async def test_error_event_between_items(
+        self, server: RealtimeServer, start_realtime: Start
+    ) -> None:
+        off, _ = await start_realtime()
+        errors: list[Any] = []
+        off.session.on("error", errors.append)
+        server.reply(
+            [
+                Say("item_1", "Before the error.", 0.2),
+                Fail("rate_limit_exceeded", "slow down"),
+                Say("item_2", "After the error.", 0.2),
+            ]
+        )
+        handle = off.session.generate_reply()
+        finished = await off.events.wait_finished(2)
+        await handle
+        assert rows(finished) == [("item_1", 0, "full", False), ("item_2", 1, "full", False)]
+        assert len(errors) == 1
+
+    async def test_failed_response_after_first_item(
+        self, server: RealtimeServer, start_realtime: Start
+    ) -> None:
+        off, _ = await start_realtime()
+        server.reply(
+            Response([Say("item_ok", "Made it.", 0.2)], status="failed"),
+            [Say("item_again", "Second try.", 0.2)],
+        )
+        h1 = off.session.generate_reply()
+        await off.events.wait_finished(1)
+        await h1
+        h2 = off.session.generate_reply()
+        finished = await off.events.wait_finished(2)
+        await h2
+        assert off.events.timeline() == timeline_of(["item_ok", "item_again"])
+        assert [(f.message_id, f.speech_id, f.played) for f in finished] == [
+            ("item_ok", h1.id, "full"),
+            ("item_again", h2.id, "full"),
+        ]
