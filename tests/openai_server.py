@@ -251,7 +251,8 @@ class Connection:
             )
         elif kind == "response.create":
             metadata = (event.get("response") or {}).get("metadata")
-            if not self.server.replies:
+            replies = self.server.replies_for(self)
+            if not replies:
                 await self._error(
                     "invalid_request_error",
                     "no_script",
@@ -259,7 +260,7 @@ class Connection:
                     event.get("event_id"),
                 )
                 return
-            self._start(self.server.replies.popleft(), metadata)
+            self._start(replies.popleft(), metadata)
         elif kind == "response.cancel":
             if self._active is None or self._active.done():
                 await self._error(
@@ -526,6 +527,7 @@ class RealtimeServer:
         self.chunk_seconds = chunk_seconds
         self.replies: deque[Response] = deque()
         """Scripts for the next ``response.create`` requests, in order."""
+        self._replies_on: dict[int, deque[Response]] = {}
         self.connections: list[Connection] = []
         self._runner: web.AppRunner | None = None
         self._port = 0
@@ -535,10 +537,22 @@ class RealtimeServer:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self._port}/v1"
 
-    def reply(self, *responses: Response | Sequence[Step]) -> None:
-        """Queue the answers to the next ``response.create`` requests."""
+    def reply(self, *responses: Response | Sequence[Step], connection: int | None = None) -> None:
+        """Queue the answers to the next ``response.create`` requests.
+
+        With ``connection``, only requests on the ``connection``-th client connection (0 for
+        the first, which may not exist yet) take them, before any queued for all.
+        """
+        queue = (
+            self.replies if connection is None else self._replies_on.setdefault(connection, deque())
+        )
         for r in responses:
-            self.replies.append(r if isinstance(r, Response) else Response(list(r)))
+            queue.append(r if isinstance(r, Response) else Response(list(r)))
+
+    def replies_for(self, conn: Connection) -> deque[Response]:
+        """The scripts the next ``response.create`` on ``conn`` takes from."""
+        own = self._replies_on.get(self.connections.index(conn))
+        return own if own else self.replies
 
     async def connection(self, index: int = 0, *, timeout: float = 10.0) -> Connection:
         """Wait for (or return) the ``index``-th client connection."""

@@ -485,6 +485,51 @@ class TestTurns:
             "item_u1",
         ]
 
+    async def test_barge_in_starts_the_next_server_turn(
+        self, server: RealtimeServer, start_realtime: Start
+    ) -> None:
+        # The most common server-VAD flow: the user talks over the answer, the server hears
+        # it (the client interrupts itself) and answers the new turn.
+        off, conn = await start_realtime()
+        chat = Chat(off.session)
+        speeches = Speeches(off.session)
+        probe = ItemProbe(off.session.current_agent.realtime_llm_session)
+        conn.server_turn(
+            Response([Say("item_a1", "A long answer.", 2.0), Say("item_a2", "And more.", 0.3)])
+        )
+        await off.tracker.wait_for("item_a1", "started", timeout=10)
+        await probe.wait("item_a2")
+        conn.server_turn(Response([Say("item_b1", "Sorry, go on.", 0.3)]))
+        finished = await off.events.wait_finished(3)
+        first, second = await speeches.wait(2)
+        await second.speech_handle
+
+        assert rows(finished) == [
+            ("item_a1", 0, "partial", True),
+            ("item_a2", 1, "skipped", True),
+            ("item_b1", 0, "full", False),
+        ]
+        assert [f.speech_id for f in finished] == [
+            first.speech_handle.id,
+            first.speech_handle.id,
+            second.speech_handle.id,
+        ]
+        assert off.events.timeline() == [
+            ("started", "item_a1"),
+            ("finished", "item_a1"),
+            ("finished", "item_a2"),
+            ("started", "item_b1"),
+            ("finished", "item_b1"),
+        ]
+        assert [e.started_at for e in off.events.started] == [
+            s.started_at for s in off.sink.segments
+        ]
+        assert 0 < finished[0].playback_position < 2.0
+        assert {m.id: m.interrupted for m in chat.messages} == {
+            "item_a1": True,
+            "item_b1": False,
+        }
+
 
 class TestHandoff:
     """After update_agent() to another realtime agent, its items are reported, once each."""
@@ -558,6 +603,63 @@ class TestHandoff:
             "item_b2",
             "item_b3",
         ]
+
+    async def test_handoff_from_a_tool(
+        self, server: RealtimeServer, http: aiohttp.ClientSession, start_realtime: Start
+    ) -> None:
+        class Billing(Agent):
+            def __init__(self) -> None:
+                super().__init__(instructions="billing agent", llm=realtime_model(server, http))
+
+            async def on_enter(self) -> None:
+                self.session.generate_reply()
+
+        class Front(Agent):
+            def __init__(self) -> None:
+                super().__init__(instructions="front agent")
+
+            @function_tool
+            async def transfer_to_billing(self) -> tuple[Agent, str]:
+                """Hand the caller over to billing."""
+                return Billing(), "Transferring to billing."
+
+        off, first_conn = await start_realtime(Front())
+        speeches = Speeches(off.session)
+        chat = Chat(off.session)
+        # the old agent answers the tool's output on its own session, then billing greets
+        server.reply(
+            [
+                Say("item_front", "Let me transfer you.", 0.3),
+                Call("item_transfer", "transfer_to_billing"),
+            ],
+            [Say("item_wait", "One moment.", 0.2)],
+            connection=0,
+        )
+        server.reply(
+            [Say("item_billing", "Billing here.", 0.3), Say("item_how", "How can I help?", 0.2)],
+            connection=1,
+        )
+        off.session.generate_reply()
+        finished = await off.events.wait_finished(4)
+        created = await speeches.wait(2)
+        await created[1].speech_handle
+
+        ids = ["item_front", "item_wait", "item_billing", "item_how"]
+        assert len(server.connections) == 2
+        assert off.events.timeline() == timeline_of(ids)
+        first, second = created[0].speech_handle.id, created[1].speech_handle.id
+        assert [(f.message_id, f.speech_id, f.index, f.played) for f in finished] == [
+            ("item_front", first, 0, "full"),
+            ("item_wait", first, 1, "full"),
+            ("item_billing", second, 0, "full"),
+            ("item_how", second, 1, "full"),
+        ]
+        assert [e.started_at for e in off.events.started] == [
+            s.started_at for s in off.sink.segments
+        ]
+        assert [m.id for m in chat.messages] == ids
+        assert first_conn.received_types().count("response.create") == 2
+        assert server.connections[1].received_types().count("response.create") == 1
 
 
 class TestTextOnly:
@@ -647,6 +749,21 @@ class TestServerErrors:
         await handle
         assert rows(finished) == [("item_1", 0, "full", False), ("item_2", 1, "full", False)]
         assert len(errors) == 1
+
+    async def test_rejected_response_reports_nothing(
+        self, server: RealtimeServer, start_realtime: Start
+    ) -> None:
+        off, conn = await start_realtime()
+        # nothing scripted: the server rejects the response.create with an error event
+        rejected = off.session.generate_reply()
+        await rejected
+        server.reply([Say("item_after", "Working again.", 0.2)])
+        handle = off.session.generate_reply()
+        finished = await off.events.wait_finished(1)
+        await handle
+        assert off.events.timeline() == timeline_of(["item_after"])
+        assert finished[0].speech_id == handle.id
+        assert conn.received_types().count("response.create") == 2
 
     async def test_failed_response_after_first_item(
         self, server: RealtimeServer, start_realtime: Start
