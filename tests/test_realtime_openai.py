@@ -15,6 +15,7 @@ import aiohttp
 import pytest
 from livekit.agents import Agent, AgentSession, function_tool, llm
 from livekit.agents.voice.events import ConversationItemAddedEvent, SpeechCreatedEvent
+from livekit.plugins.openai import realtime as openai_realtime
 from livekit.plugins.openai.realtime import RealtimeModel
 
 import playback_hooks as ph
@@ -120,15 +121,17 @@ def start_realtime(
 ) -> Callable[..., Any]:
     """Start a session whose LLM is the real OpenAI realtime client pointed at ``server``."""
 
-    async def _start(agent: Agent | None = None, **kwargs: Any) -> tuple[Offline, Connection]:
-        model = RealtimeModel(base_url=server.base_url, api_key="test", http_session=http)
+    async def _start(
+        agent: Agent | None = None, *, sink: SimulatedSink | None = None, **kwargs: Any
+    ) -> tuple[Offline, Connection]:
+        index = len(server.connections)  # the session's own connection comes next
         off = await start_session(
             agent or Agent(instructions="test agent"),
-            llm_model=model,
-            sink=SimulatedSink(speed=SPEED),
+            llm_model=realtime_model(server, http),
+            sink=sink or SimulatedSink(speed=SPEED),
             **kwargs,
         )
-        return off, await server.connection(len(server.connections))
+        return off, await server.connection(index)
 
     return _start
 
@@ -195,14 +198,28 @@ class TestItems:
         # the client asked for this response: the server saw one response.create
         assert conn.received_types().count("response.create") == 1
 
+    async def test_resampled_output_keeps_item_ids(
+        self, server: RealtimeServer, start_realtime: Start
+    ) -> None:
+        # The sink asks for 48 kHz: livekit resamples the model's 24 kHz above the tracker.
+        off, _ = await start_realtime(sink=SimulatedSink(sample_rate=48000, speed=SPEED))
+        server.reply([Say("item_r1", "Resampled one.", 0.3), Say("item_r2", "And two.", 0.2)])
+        handle = off.session.generate_reply()
+        finished = await off.events.wait_finished(2)
+        await handle
+        assert off.events.timeline() == timeline_of(["item_r1", "item_r2"])
+        assert [f.started_at for f in finished] == [s.started_at for s in off.sink.segments]
+        assert [f.playback_position for f in finished] == [s.position for s in off.sink.segments]
+        assert [f.played for f in finished] == ["full", "full"]
+
 
 class TestInterruption:
     """An interrupted response: what was heard of each item matches what livekit records."""
 
+    @staticmethod
     async def _interrupt_during_second_of_three(
-        self, server: RealtimeServer, start_realtime: Start, by: str
-    ) -> tuple[Offline, Connection, Chat, list[ph.MessagePlaybackFinished]]:
-        off, conn = await start_realtime()
+        server: RealtimeServer, off: Offline, conn: Connection, by: str
+    ) -> tuple[Chat, list[ph.MessagePlaybackFinished]]:
         chat = Chat(off.session)
         probe = ItemProbe(off.session.current_agent.realtime_llm_session)
         server.reply(
@@ -223,15 +240,14 @@ class TestInterruption:
             off.session.interrupt()
         finished = await off.events.wait_finished(3)
         await handle
-        return off, conn, chat, finished
+        return chat, finished
 
     @pytest.mark.parametrize("by", ["session.interrupt", "server-vad"])
     async def test_interrupted_during_second_of_three(
         self, server: RealtimeServer, start_realtime: Start, by: str
     ) -> None:
-        off, conn, chat, finished = await self._interrupt_during_second_of_three(
-            server, start_realtime, by
-        )
+        off, conn = await start_realtime()
+        chat, finished = await self._interrupt_during_second_of_three(server, off, conn, by)
         assert off.events.timeline() == [
             ("started", "item_a"),
             ("finished", "item_a"),
@@ -276,12 +292,42 @@ class TestInterruption:
     async def test_skipped_item_is_removed_from_the_model_conversation(
         self, server: RealtimeServer, start_realtime: Start
     ) -> None:
-        _, conn, _, finished = await self._interrupt_during_second_of_three(
-            server, start_realtime, "session.interrupt"
+        off, conn = await start_realtime()
+        _, finished = await self._interrupt_during_second_of_three(
+            server, off, conn, "session.interrupt"
         )
         assert finished[2].played == "skipped"
         # the speech is over: every sync livekit does for it has been acknowledged
         assert "item_c" not in conn.conversation
+
+    async def test_app_removes_skipped_items_from_the_model_conversation(
+        self, server: RealtimeServer, start_realtime: Start
+    ) -> None:
+        # The recipe in docs/realtime-items.md: until livekit removes never-heard items
+        # itself, the skipped event is the app's cue to delete them on the server.
+        off, conn = await start_realtime()
+        deleted: list[str] = []
+
+        @ph.on_message_finished(session=off.session)
+        def drop_unheard(event: ph.MessagePlaybackFinished) -> None:
+            if event.source == "realtime" and event.played == "skipped":
+                rt = off.session.current_agent.realtime_llm_session
+                assert isinstance(rt, openai_realtime.RealtimeSession)
+                rt.send_event({"type": "conversation.item.delete", "item_id": event.message_id})
+                deleted.append(event.message_id)
+
+        try:
+            _, finished = await self._interrupt_during_second_of_three(
+                server, off, conn, "session.interrupt"
+            )
+            await conn.wait_received(
+                lambda ev: ev["type"] == "conversation.item.delete" and ev["item_id"] == "item_c"
+            )
+        finally:
+            ph.disconnect(drop_unheard)
+        assert deleted == ["item_c"]
+        assert [f.played for f in finished] == ["full", "partial", "skipped"]
+        assert conn.conversation == ["item_a", "item_b"]
 
     async def test_interrupted_before_any_audio(
         self, server: RealtimeServer, start_realtime: Start
@@ -463,7 +509,7 @@ class TestTurns:
         await server_speech.speech_handle
 
         server.reply([Say("item_u1", "As you asked.", 0.3)])
-        handle = off.session.generate_reply()
+        handle = off.session.generate_reply(user_input="Say it again.")
         await off.events.wait_finished(3)
         await handle
 
@@ -478,8 +524,14 @@ class TestTurns:
             s.started_at for s in off.sink.segments
         ]
         assert [m.id for m in chat.messages] == ["item_s1", "item_s2", "item_u1"]
-        # only the second turn was asked for by the client
+        # only the second turn was asked for by the client, after it sent the user's words
         assert conn.received_types().count("response.create") == 1
+        user_at = next(
+            i
+            for i, ev in enumerate(conn.received)
+            if ev["type"] == "conversation.item.create" and ev["item"].get("role") == "user"
+        )
+        assert user_at < conn.received_types().index("response.create")
         assert [r.items[0].id for r in conn.responses if isinstance(r.items[0], Say)] == [
             "item_s1",
             "item_u1",
