@@ -47,11 +47,19 @@ class Chat:
 
     def __init__(self, session: AgentSession[Any]) -> None:
         self.messages: list[llm.ChatMessage] = []
+        self.order: list[tuple[str, str]] = []
+        """``("finished", id)`` and ``("chat", id)`` in the order they reached the app."""
         session.on("conversation_item_added", self._on_item)
+        # weak: the receiver goes away with the test's Chat
+        ph.message_playback_finished.connect(self._on_finished, sender=session)
 
     def _on_item(self, ev: ConversationItemAddedEvent) -> None:
         if isinstance(ev.item, llm.ChatMessage) and ev.item.role == "assistant":
             self.messages.append(ev.item)
+            self.order.append(("chat", ev.item.id))
+
+    def _on_finished(self, sender: Any, *, event: ph.MessagePlaybackFinished, **_: Any) -> None:
+        self.order.append(("finished", event.message_id))
 
     def by_id(self) -> dict[str, llm.ChatMessage]:
         return {m.id: m for m in self.messages}
@@ -182,6 +190,8 @@ class TestItems:
         assert off.events.timeline() == timeline_of(ids)
         assert [m.id for m in chat.messages] == ids
         assert [m.text_content for m in chat.messages] == [item.transcript for item in items]
+        # livekit records the items once the whole response has played: after every event
+        assert chat.order == [("finished", i) for i in ids] + [("chat", i) for i in ids]
         assert {e.speech_id for e in off.events.events} == {handle.id}
         assert {e.source for e in off.events.events} == {"realtime"}
         assert [e.index for e in finished] == list(range(len(items)))
@@ -326,6 +336,11 @@ class TestInterruption:
         finally:
             ph.disconnect(drop_unheard)
         assert deleted == ["item_c"]
+        # the skipped event came after livekit had truncated the partial item
+        types = [(ev["type"], ev.get("item_id")) for ev in conn.received]
+        assert types.index(("conversation.item.truncate", "item_b")) < types.index(
+            ("conversation.item.delete", "item_c")
+        )
         assert [f.played for f in finished] == ["full", "partial", "skipped"]
         assert conn.conversation == ["item_a", "item_b"]
 
