@@ -93,12 +93,15 @@ class Response:
             (the model is "thinking": the client already knows the first item).
         status: How ``response.done`` ends it when it is not cancelled (``"completed"``
             or ``"failed"``).
+        response_id: The ``response.id`` the server gives it.
+        done: Set once ``response.done`` was sent.
     """
 
     items: Sequence[Step]
     audio_gate: asyncio.Event | None = None
     status: str = "completed"
     response_id: str = field(default_factory=lambda: _new_id("resp"))
+    done: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 def pcm16(seconds: float, frequency: float = 440.0) -> bytes:
@@ -130,26 +133,25 @@ class Connection:
 
     # -- what the tests call ---------------------------------------------------------------
 
-    def server_turn(self, response: Response) -> None:
-        """Start ``response`` as server-side turn detection does after the user spoke.
+    def server_turn(self, response: Response, *, user_spoke: bool = True) -> None:
+        """Start ``response`` as server-side turn detection does, unasked by the client.
 
-        The user's speech is announced first (``input_audio_buffer.speech_started`` /
-        ``speech_stopped`` / ``committed`` and the user item), then the response is created
-        with no ``client_event_id``: the client did not ask for it.
+        With ``user_spoke``, the user's speech is announced first
+        (``input_audio_buffer.speech_started`` / ``speech_stopped`` / ``committed`` and the
+        user item); without, the response just starts (as after the detector's idle
+        timeout). Either way it has no ``client_event_id``: the client did not ask for it.
         """
-        self._spawn(self._server_turn(response))
+        if user_spoke:
+            self._spawn(self._server_turn(response))
+        else:
+            self._start(response, None)
 
     def speech_started(self) -> None:
-        """The server's voice activity detection hears the user start to speak (barge-in)."""
-        self._spawn(
-            self._send(
-                {
-                    "type": "input_audio_buffer.speech_started",
-                    "audio_start_ms": 0,
-                    "item_id": _new_id("item_user"),
-                }
-            )
-        )
+        """The server's voice activity detection hears the user start to speak (barge-in).
+
+        Like the service with ``interrupt_response``, it cancels the response in progress.
+        """
+        self._spawn(self._speech_started(_new_id("item_user")))
 
     def received_types(self) -> list[str]:
         """The ``type`` of every client event received, in order."""
@@ -251,6 +253,14 @@ class Connection:
             )
         elif kind == "response.create":
             metadata = (event.get("response") or {}).get("metadata")
+            if self.active:
+                await self._error(
+                    "invalid_request_error",
+                    "conversation_already_has_active_response",
+                    "Conversation already has an active response in progress",
+                    event.get("event_id"),
+                )
+                return
             replies = self.server.replies_for(self)
             if not replies:
                 await self._error(
@@ -272,15 +282,29 @@ class Connection:
                 return
             self._active.cancel()
 
+    @property
+    def active(self) -> bool:
+        """Whether a response is being generated."""
+        return self._active is not None and not self._active.done()
+
     def _start(self, response: Response, metadata: dict[str, Any] | None) -> None:
+        if self.active:
+            raise RuntimeError("the test started a response while another one is generating")
         self.responses.append(response)
         self._active = self._spawn(self._respond(response, metadata))
 
-    async def _server_turn(self, response: Response) -> None:
-        user_item = _new_id("item_user")
+    async def _speech_started(self, user_item: str) -> None:
         await self._send(
             {"type": "input_audio_buffer.speech_started", "audio_start_ms": 0, "item_id": user_item}
         )
+        if self._active is not None and not self._active.done():
+            # the detector interrupts the response in progress (interrupt_response)
+            self._active.cancel()
+            await asyncio.gather(self._active, return_exceptions=True)
+
+    async def _server_turn(self, response: Response) -> None:
+        user_item = _new_id("item_user")
+        await self._speech_started(user_item)
         await self._send(
             {"type": "input_audio_buffer.speech_stopped", "audio_end_ms": 800, "item_id": user_item}
         )
@@ -391,6 +415,7 @@ class Connection:
                 },
             }
         )
+        response.done.set()
 
     @staticmethod
     def _new_item(step: Say | Call) -> dict[str, Any]:

@@ -156,6 +156,32 @@ def timeline_of(ids: list[str]) -> list[tuple[str, str]]:
     return [(kind, i) for i in ids for kind in ("started", "finished")]
 
 
+class TestProtocol:
+    """The real client reaches the local server the way it reaches the service."""
+
+    async def test_client_connects_and_configures_the_session(
+        self, server: RealtimeServer, start_realtime: Start
+    ) -> None:
+        off, conn = await start_realtime()
+        # base_url ".../v1" becomes ws://.../v1/realtime?model=..., with the key as bearer
+        assert conn.path == "/v1/realtime"
+        assert conn.query == {"model": "gpt-realtime"}
+        assert conn.headers["Authorization"] == "Bearer test"
+        first = await conn.wait_received(lambda ev: True)
+        assert first["type"] == "session.update"
+        session = first["session"]
+        assert session["type"] == "realtime"
+        assert session["output_modalities"] == ["audio"]
+        assert session["audio"]["output"]["format"] == {"type": "audio/pcm", "rate": 24000}
+        # the agent's instructions follow in their own session.update
+        await conn.wait_received(
+            lambda ev: (
+                ev["type"] == "session.update" and ev["session"].get("instructions") == "test agent"
+            )
+        )
+        assert off.tracker.attached
+
+
 class TestItems:
     """Each item of a multi-item response is one message: its id, its start, its position."""
 
@@ -596,6 +622,56 @@ class TestTurns:
             "item_a1": True,
             "item_b1": False,
         }
+
+    @pytest.mark.parametrize("interrupted", [False, True], ids=["plays", "interrupted"])
+    async def test_server_turn_queued_behind_a_playing_reply(
+        self, server: RealtimeServer, start_realtime: Start, interrupted: bool
+    ) -> None:
+        # The server starts a turn on its own (its detector's idle timeout) while the last
+        # reply still plays: livekit queues the new speech, which already has its items.
+        off, conn = await start_realtime()
+        speeches = Speeches(off.session)
+        probe = ItemProbe(off.session.current_agent.realtime_llm_session)
+        server.reply([Say("item_r", "A reply that takes a while.", 2.0)])
+        handle = off.session.generate_reply()
+        await off.tracker.wait_for("item_r", "started", timeout=10)
+        await asyncio.wait_for(conn.responses[0].done.wait(), 10)
+        conn.server_turn(
+            Response([Say("item_q1", "Still there?", 0.3), Say("item_q2", "Hello?", 0.2)]),
+            user_spoke=False,
+        )
+        await probe.wait("item_q2")
+        queued = (await speeches.wait(2))[1].speech_handle
+        if interrupted:
+            off.session.interrupt()
+        finished = await off.events.wait_finished(3)
+        await handle
+        await queued
+
+        assert [f.speech_id for f in finished] == [handle.id, queued.id, queued.id]
+        if interrupted:
+            assert rows(finished) == [
+                ("item_r", 0, "partial", True),
+                ("item_q1", 0, "skipped", True),
+                ("item_q2", 1, "skipped", True),
+            ]
+            assert off.events.timeline() == [
+                ("started", "item_r"),
+                ("finished", "item_r"),
+                ("finished", "item_q1"),
+                ("finished", "item_q2"),
+            ]
+            assert len(off.sink.segments) == 1
+        else:
+            assert rows(finished) == [
+                ("item_r", 0, "full", False),
+                ("item_q1", 0, "full", False),
+                ("item_q2", 1, "full", False),
+            ]
+            assert off.events.timeline() == timeline_of(["item_r", "item_q1", "item_q2"])
+            assert [e.started_at for e in off.events.started] == [
+                s.started_at for s in off.sink.segments
+            ]
 
 
 class TestHandoff:
