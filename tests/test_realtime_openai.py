@@ -416,25 +416,30 @@ class TestInterruption:
         assert not [ev for ev in conn.received if ev["type"] == "conversation.item.truncate"]
 
 
+class WeatherAgent(Agent):
+    """A realtime agent with one tool; records its calls."""
+
+    def __init__(self) -> None:
+        super().__init__(instructions="test agent")
+        self.calls: list[str] = []
+        self.called = asyncio.Event()
+
+    @function_tool
+    async def lookup_weather(self, city: str) -> str:
+        """Look up the weather in a city."""
+        self.calls.append(city)
+        self.called.set()
+        return "sunny"
+
+
 class TestToolTurn:
     """A function call, its output, then the model's follow-up: one speech, all items."""
 
     async def test_tool_call_then_follow_up(
         self, server: RealtimeServer, start_realtime: Start
     ) -> None:
-        calls: list[str] = []
-
-        class ToolAgent(Agent):
-            def __init__(self) -> None:
-                super().__init__(instructions="test agent")
-
-            @function_tool
-            async def lookup_weather(self, city: str) -> str:
-                """Look up the weather in a city."""
-                calls.append(city)
-                return "sunny"
-
-        off, conn = await start_realtime(ToolAgent())
+        agent = WeatherAgent()
+        off, conn = await start_realtime(agent)
         chat = Chat(off.session)
         server.reply(
             [
@@ -450,7 +455,7 @@ class TestToolTurn:
         finished = await off.events.wait_finished(3)
         await handle
 
-        assert calls == ["Paris"]
+        assert agent.calls == ["Paris"]
         assert off.events.timeline() == timeline_of(["item_pre", "item_sun", "item_more"])
         # livekit answers the tool call inside the same speech
         assert {e.speech_id for e in off.events.events} == {handle.id}
@@ -477,21 +482,8 @@ class TestToolTurn:
     async def test_interrupted_tool_turn(
         self, server: RealtimeServer, start_realtime: Start, during: str
     ) -> None:
-        calls: list[str] = []
-        called = asyncio.Event()
-
-        class ToolAgent(Agent):
-            def __init__(self) -> None:
-                super().__init__(instructions="test agent")
-
-            @function_tool
-            async def lookup_weather(self, city: str) -> str:
-                """Look up the weather in a city."""
-                calls.append(city)
-                called.set()
-                return "sunny"
-
-        off, conn = await start_realtime(ToolAgent())
+        agent = WeatherAgent()
+        off, conn = await start_realtime(agent)
         chat = Chat(off.session)
         probe = ItemProbe(off.session.current_agent.realtime_llm_session)
         long_pre = 2.0 if during == "preamble" else 0.3
@@ -506,7 +498,7 @@ class TestToolTurn:
         if during == "preamble":
             await off.tracker.wait_for("item_pre", "started", timeout=10)
             # the tool runs while the preamble plays (the call came after all of its audio)
-            await asyncio.wait_for(called.wait(), 10)
+            await asyncio.wait_for(agent.called.wait(), 10)
             expected = [("item_pre", 0, "partial", True)]
         else:
             await off.tracker.wait_for("item_sun", "started", timeout=10)
@@ -520,7 +512,7 @@ class TestToolTurn:
         await handle
         finished = await off.events.wait_finished(len(expected))
 
-        assert calls == ["Oslo"]
+        assert agent.calls == ["Oslo"]
         assert rows(finished) == expected
         assert {e.speech_id for e in off.events.events} == {handle.id}
         assert [f.started_at for f in finished if f.played != "skipped"] == [
