@@ -15,7 +15,6 @@ import aiohttp
 import pytest
 from livekit.agents import Agent, AgentSession, function_tool, llm
 from livekit.agents.voice.events import ConversationItemAddedEvent, SpeechCreatedEvent
-from livekit.plugins.openai import realtime as openai_realtime
 from livekit.plugins.openai.realtime import RealtimeModel
 
 import playback_hooks as ph
@@ -346,12 +345,15 @@ class TestInterruption:
         deleted: list[str] = []
 
         @ph.on_message_finished(session=off.session)
-        def drop_unheard(event: ph.MessagePlaybackFinished) -> None:
+        async def forget_unheard(event: ph.MessagePlaybackFinished) -> None:
             if event.source == "realtime" and event.played == "skipped":
-                rt = off.session.current_agent.realtime_llm_session
-                assert isinstance(rt, openai_realtime.RealtimeSession)
-                rt.send_event({"type": "conversation.item.delete", "item_id": event.message_id})
-                deleted.append(event.message_id)
+                agent = off.session.current_agent
+                chat_ctx = agent.chat_ctx.copy()
+                item = chat_ctx.get_by_id(event.message_id)
+                if item is not None:
+                    chat_ctx.items.remove(item)
+                    deleted.append(event.message_id)
+                    await agent.update_chat_ctx(chat_ctx)  # also syncs the realtime session
 
         try:
             _, finished = await self._interrupt_during_second_of_three(
@@ -361,7 +363,7 @@ class TestInterruption:
                 lambda ev: ev["type"] == "conversation.item.delete" and ev["item_id"] == "item_c"
             )
         finally:
-            ph.disconnect(drop_unheard)
+            ph.disconnect(forget_unheard)
         assert deleted == ["item_c"]
         # the skipped event came after livekit had truncated the partial item
         types = [(ev["type"], ev.get("item_id")) for ev in conn.received]
@@ -370,6 +372,17 @@ class TestInterruption:
         )
         assert [f.played for f in finished] == ["full", "partial", "skipped"]
         assert conn.conversation == ["item_a", "item_b"]
+        # the sync changed nothing else (item b stays truncated, nothing is re-created)
+        await asyncio.wait_for(off.tracker.aclose(), 10)  # the handler's sync has returned
+        changes = [
+            (ev["type"], ev.get("item_id") or ev["item"]["id"])
+            for ev in conn.received
+            if ev["type"] in ("conversation.item.delete", "conversation.item.create")
+        ]
+        assert changes == [("conversation.item.delete", "item_c")]
+        # livekit had kept the unheard item, with all its text, in the agent's own context
+        assert off.session.current_agent.chat_ctx.get_by_id("item_c") is None
+        assert off.session.history.get_by_id("item_c") is None
 
     async def test_interrupted_before_any_audio(
         self, server: RealtimeServer, start_realtime: Start
