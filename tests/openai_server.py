@@ -9,12 +9,16 @@ event sequence (``response.created``, then per item ``response.output_item.added
 ``conversation.item.added``, ``response.content_part.added``, transcript and PCM16 24 kHz
 audio deltas paced like a streaming model, ``response.output_item.done``), then
 ``response.done``. ``response.cancel`` stops the response in progress the way the service
-does (the open item ends ``incomplete``, ``response.done`` says ``cancelled``).
+does (the open item ends ``incomplete``, ``response.done`` says ``cancelled``), and so does
+the user starting to speak (``input_audio_buffer.speech_started``, as with
+``interrupt_response``). One response at a time: a ``response.create`` while one is being
+generated gets the service's ``conversation_already_has_active_response`` error.
 
-A test queues ``Response`` scripts: each ``response.create`` the client sends takes the next
-one (its ``metadata.client_event_id`` is echoed, which is how the client matches the
-response to its ``generate_reply()``); ``Connection.server_turn()`` starts one the way
-server-side turn detection does, without any request.
+A test queues ``Response`` scripts (for any connection, or for the n-th one): each
+``response.create`` the client sends takes the next one (its ``metadata.client_event_id`` is
+echoed, which is how the client matches the response to its ``generate_reply()``);
+``Connection.server_turn()`` starts one the way server-side turn detection does, without
+any request.
 """
 
 from __future__ import annotations
