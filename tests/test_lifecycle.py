@@ -76,6 +76,20 @@ class TestAttach:
         assert off.events.timeline() == [("started", "a")]
         assert len(off.sink.segments) == 2
 
+    async def test_replace_audio_tail_keeps_reporting(self, start_session: StartSession) -> None:
+        off = await start_session(ScriptAgent([boundary("tail"), "Played on the new tail."]))
+        new_sink = SimulatedSink()
+        try:
+            off.session.output.replace_audio_tail(new_sink)
+            off.session.generate_reply()
+            finished = await off.tracker.wait_for("tail", "finished", timeout=10)
+        finally:
+            await new_sink.aclose()
+        assert off.tracker.attached
+        assert finished.played == "full"
+        assert finished.started_at == new_sink.segments[0].started_at
+        assert off.sink.segments == []
+
     async def test_session_close_detaches(self, start_session: StartSession) -> None:
         off = await start_session(ScriptAgent())
         await off.session.aclose()
