@@ -15,14 +15,18 @@ $(STAMP): pyproject.toml
 test: lint typecheck pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
 pytest: $(STAMP)
 	$(BIN)/pytest -q
+
+# The benchmarks: prints the table, writes benchmarks/results.json and benchmarks/README.md.
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.run
 
 demo: $(STAMP)
 	@echo "The offline demo is coming soon (see CHANGELOG.md)."

@@ -10,13 +10,13 @@ from dataclasses import dataclass
 
 import numpy as np
 from livekit import rtc
-from livekit.agents.voice.io import AudioOutput, AudioOutputCapabilities
-from livekit.agents.voice.speech_handle import SpeechHandle
 
 # livekit's private speech contextvar. The package keeps its private livekit names in
 # playback_hooks._livekit (read-only there); the benchmarks also need to *set* it, to push
 # frames "inside a speech" exactly as livekit's forwarding task does.
 from livekit.agents.voice.agent_activity import _SpeechHandleContextVar
+from livekit.agents.voice.io import AudioOutput, AudioOutputCapabilities
+from livekit.agents.voice.speech_handle import SpeechHandle
 
 SAMPLE_RATE = 24000
 

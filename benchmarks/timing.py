@@ -1,6 +1,6 @@
 """Benchmark 1: when each response started playing, per playback_hooks and per workaround.
 
-One real ``AgentSession`` plays ``speeches`` speeches of 3–5 responses each on the
+One real ``AgentSession`` plays ``speeches`` speeches of 3 to 5 responses each on the
 real-time ``SimulatedSink``; every response's TTS latency and length differ. In the same
 run, side by side, for every response:
 
@@ -36,7 +36,7 @@ from .common import stats_ms
 SENTINEL = re.compile(r"<<([A-Za-z0-9_]+)>>")
 WORKAROUND_1_DELAY = 0.08
 WORKAROUND_2_DELAY = 0.2
-WORDS = "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima".split()
+WORDS = ("alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india")
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ class Observed:
 
 
 def make_plan(speeches: int, seed: int) -> list[list[Response]]:
-    """Speeches of 3–5 responses, each with its own text length and TTS latency."""
+    """Speeches of 3 to 5 responses, each with its own text length and TTS latency."""
     rng = random.Random(seed)
     plan: list[list[Response]] = []
     for s in range(speeches):
@@ -196,7 +196,11 @@ async def run(*, speeches: int = 50, seed: int = 1) -> dict[str, Any]:
     ids = [r.id for r in responses]
     ph_err = errors({k: e.started_at for k, e in started.items()}, ids)
     firsts = [sp[0].id for sp in plan]
-    wk1_by_response = {sp[0].id: observed.wk1[speech_of[sp[0].id]] for sp in plan if speech_of[sp[0].id] in observed.wk1}
+    wk1_by_response = {
+        sp[0].id: observed.wk1[speech_of[sp[0].id]]
+        for sp in plan
+        if speech_of[sp[0].id] in observed.wk1
+    }
     wk1_err = errors(wk1_by_response, firsts)
     wk2_err = errors(observed.wk2, ids)
 
@@ -211,10 +215,16 @@ async def run(*, speeches: int = 50, seed: int = 1) -> dict[str, Any]:
 
     rows = [
         row("playback_hooks started_at", ph_err, len(ids) - len(ph_err)),
-        row("sync @on_message_played entry", errors(observed.sync_entry, ids),
-            len(ids) - len(observed.sync_entry)),
-        row("async @on_message_played start", errors(observed.async_entry, ids),
-            len(ids) - len(observed.async_entry)),
+        row(
+            "sync @on_message_played entry",
+            errors(observed.sync_entry, ids),
+            len(ids) - len(observed.sync_entry),
+        ),
+        row(
+            "async @on_message_played start",
+            errors(observed.async_entry, ids),
+            len(ids) - len(observed.async_entry),
+        ),
         row("workaround 1: agent_state_changed + 80 ms", wk1_err, len(ids) - len(wk1_err)),
         row("workaround 2: tts_node sentinel + 200 ms", wk2_err, len(ids) - len(wk2_err)),
     ]
