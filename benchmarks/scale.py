@@ -44,6 +44,19 @@ from .common import (
 )
 
 PACKAGE_DIR = str(Path(ph.__file__).parent)
+# the simulated sink keeps every segment it played: its memory is the test kit's, not the
+# tracker's
+TESTING_KIT = str(Path(ph.__file__).parent / "testing.py")
+
+
+def _package_bytes(snapshot: tracemalloc.Snapshot) -> int:
+    """Bytes still allocated from playback_hooks' code, the simulated sink excluded."""
+    return sum(
+        stat.size
+        for stat in snapshot.statistics("filename")
+        if stat.traceback[0].filename.startswith(PACKAGE_DIR)
+        and stat.traceback[0].filename != TESTING_KIT
+    )
 
 
 class ScaleAgent(Agent):
@@ -187,11 +200,7 @@ async def _memory_round(
         snapshot = tracemalloc.take_snapshot()
     finally:
         tracemalloc.stop()
-    ours = sum(
-        stat.size
-        for stat in snapshot.statistics("filename")
-        if stat.traceback[0].filename.startswith(PACKAGE_DIR)
-    )
+    ours = _package_bytes(snapshot)
     await _close(played)
     return {
         "sessions": sessions,
@@ -245,6 +254,7 @@ async def _long_session(*, messages: int, per_speech: int, warmup: int) -> dict[
         wall = time.perf_counter() - t0
         gc.collect()
         memory["end"] = tracemalloc.get_traced_memory()[0]
+        memory["package"] = _package_bytes(tracemalloc.take_snapshot())
     finally:
         tracemalloc.stop()
         ph.message_playback_started.disconnect(count, sender=session)
@@ -264,6 +274,7 @@ async def _long_session(*, messages: int, per_speech: int, warmup: int) -> dict[
         "memory_at_end_bytes": memory["end"],
         "growth_bytes": memory["end"] - memory.get("warm", memory["end"]),
         "warmup_messages": warm_speeches * per_speech,
+        "playback_hooks_bytes_at_end": memory["package"],
         "tracker_state": state,
         "no_per_speech_state": state["speeches"] == state["bound"] == state["segments"] == 0
         and state["waiters"] == state["handler_tasks"] == 0,

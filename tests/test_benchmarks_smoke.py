@@ -50,7 +50,7 @@ class TestBenchmarksQuick:
 
         results["machine"] = run.machine()
         results["targets"] = run.targets(results)
-        assert len(results["targets"]) == 12
+        assert len(results["targets"]) == 14
         for target in results["targets"]:
             assert set(target) >= {"name", "target", "measured", "met"}
             assert isinstance(target["met"], bool)
