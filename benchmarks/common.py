@@ -52,9 +52,10 @@ def pcm_frame(seconds: float = 0.02, sample_rate: int = SAMPLE_RATE) -> rtc.Audi
 class CountingSink(AudioOutput):
     """A sink that plays nothing: it counts frames and reports each segment at once.
 
-    ``playback_started`` on a segment's first frame (``created_at`` = ``time.time()``, and
-    ``started_perf`` holds ``time.perf_counter()`` of that moment), ``playback_finished``
-    on ``flush()``. Used where the benchmark must measure the audio path, not a clock.
+    ``playback_started`` on a segment's first frame (``created_at`` = ``time.time()``;
+    ``started_perf`` and ``started_cpu`` hold ``time.perf_counter()`` and
+    ``time.process_time()`` of that moment), ``playback_finished`` on ``flush()``. Used
+    where the benchmark measures the audio path, not a clock.
     """
 
     def __init__(self) -> None:
@@ -68,6 +69,7 @@ class CountingSink(AudioOutput):
         self._open = False
         self._samples = 0
         self.started_perf = 0.0
+        self.started_cpu = 0.0
 
     async def capture_frame(self, frame: rtc.AudioFrame) -> None:
         await super().capture_frame(frame)
@@ -76,6 +78,7 @@ class CountingSink(AudioOutput):
         if not self._open:
             self._open = True
             self.segments += 1
+            self.started_cpu = time.process_time()
             self.started_perf = time.perf_counter()
             self.on_playback_started(created_at=time.time())
 

@@ -6,6 +6,11 @@ that moment. Frames are pushed in a speech's context as livekit's audio forwardi
 the measured handler (``@on_message_played``, sync or async) records ``perf_counter()``
 as its first statement. It is connected after 0, 1 or 10 other handlers of the same kind,
 which run before it, so the figure is the latency of the last handler to run.
+
+Each sample also records the process's CPU time over the same interval: on a shared
+machine the OS sometimes takes the CPU away for a few milliseconds, and a sample whose
+wall time exceeds its CPU time by more than ``OFF_CPU_MS`` is counted as descheduled.
+The wall-clock figures are reported as measured, descheduled samples included.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from playback_hooks.testing import ScriptedLLM, SineTTS
 
 from .common import CountingSink, end_speech, in_speech, new_speech, pcm_frame, percentile
 
+OFF_CPU_MS = 0.5
+
 
 async def _measure(
     session: AgentSession[Any], sink: CountingSink, *, is_async: bool, others: int, samples: int
@@ -31,7 +38,8 @@ async def _measure(
     loop = asyncio.get_running_loop()
     frame = pcm_frame(0.02)
     latencies: list[float] = []
-    entered: asyncio.Future[float] = loop.create_future()
+    cpu: list[float] = []
+    entered: asyncio.Future[tuple[float, float]] = loop.create_future()
     handlers: list[Callable[..., Any]] = []
 
     if is_async:
@@ -43,7 +51,7 @@ async def _measure(
             handlers.append(ph.on_message_played(session=session)(other_async))
 
         async def probe_async(event: ph.MessagePlaybackStarted) -> None:
-            t = time.perf_counter()
+            t = time.perf_counter(), time.process_time()
             if not entered.done():
                 entered.set_result(t)
 
@@ -57,7 +65,7 @@ async def _measure(
             handlers.append(ph.on_message_played(session=session)(other_sync))
 
         def probe_sync(event: ph.MessagePlaybackStarted) -> None:
-            t = time.perf_counter()
+            t = time.perf_counter(), time.process_time()
             if not entered.done():
                 entered.set_result(t)
 
@@ -69,9 +77,10 @@ async def _measure(
             with in_speech(handle):
                 entered = loop.create_future()
                 await out.capture_frame(frame)
-                t_sink = sink.started_perf
-                t_entry = await asyncio.wait_for(entered, 5)
+                t_sink, cpu_sink = sink.started_perf, sink.started_cpu
+                t_entry, cpu_entry = await asyncio.wait_for(entered, 5)
                 latencies.append(t_entry - t_sink)
+                cpu.append(cpu_entry - cpu_sink)
                 await out.capture_frame(frame)
                 out.flush()
             end_speech(handle)
@@ -80,6 +89,7 @@ async def _measure(
         for h in handlers:
             ph.disconnect(h)
     ms = [v * 1000 for v in latencies]
+    cpu_ms = [v * 1000 for v in cpu]
     return {
         "kind": "async" if is_async else "sync",
         "other_handlers": others,
@@ -87,6 +97,8 @@ async def _measure(
         "p50_ms": percentile(ms, 50),
         "p99_ms": percentile(ms, 99),
         "max_ms": max(ms),
+        "cpu_p99_ms": percentile(cpu_ms, 99),
+        "descheduled": sum(1 for w, c in zip(ms, cpu_ms, strict=True) if w - c > OFF_CPU_MS),
     }
 
 

@@ -258,19 +258,22 @@ def report(results: dict[str, Any]) -> str:
         "Error = reported time - the sink's `playback_started.created_at`, absolute, in ms. "
         "Signed range: negative = reported before the user heard anything.",
         "",
-        "| method | reported | missed | p50 ms | p99 ms | max ms | signed range ms |",
-        "|---|---|---|---|---|---|---|",
+        "| method | reported | missed | p50 ms | p99 ms | max ms | signed range ms | descheduled |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in t["rows"]:
+        off = "—" if r["descheduled"] is None else str(r["descheduled"])
         lines.append(
             f"| {r['method']} | {r['n']} | {r['missed']} | {_ms(r['p50_ms'])} | "
             f"{_ms(r['p99_ms'])} | {_ms(r['max_ms'])} | "
-            f"{_ms(r['signed_min_ms'])} … {_ms(r['signed_max_ms'])} |"
+            f"{_ms(r['signed_min_ms'])} … {_ms(r['signed_max_ms'])} | {off} |"
         )
     lines += [
         "",
         f"`started_at` was bit-for-bit equal to `created_at` for {t['exact_started_at']} of "
-        f"{t['responses']} responses. Workaround 1 can only ever report a speech's first "
+        f"{t['responses']} responses. Descheduled: handler runs whose wall delay exceeds "
+        "the process's CPU time over the same interval by more than 0.5 ms (the OS ran "
+        "something else). Workaround 1 can only ever report a speech's first "
         "response (its error is over those); workaround 2's timer starts when `tts_node` "
         "sees the text, which for responses after the first is while the previous one is "
         "still playing.",
@@ -307,14 +310,23 @@ def report(results: dict[str, Any]) -> str:
         "",
         "### 3. Dispatch latency (sink's `playback_started` → handler's first line)",
         "",
-        "| handler | other handlers before it | samples | p50 ms | p99 ms | max ms |",
-        "|---|---|---|---|---|---|",
+        "| handler | other handlers before it | samples | p50 ms | p99 ms | max ms | "
+        "CPU-time p99 ms | samples descheduled |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in results["dispatch"]["rows"]:
         lines.append(
             f"| {r['kind']} | {r['other_handlers']} | {r['n']} | {r['p50_ms']:.3f} | "
-            f"{r['p99_ms']:.3f} | {r['max_ms']:.3f} |"
+            f"{r['p99_ms']:.3f} | {r['max_ms']:.3f} | {r['cpu_p99_ms']:.3f} | "
+            f"{r['descheduled']} |"
         )
+    lines += [
+        "",
+        "CPU-time p99: the process's CPU time over the same interval. A sample is "
+        f"descheduled when its wall time exceeds its CPU time by more than "
+        f"{dispatch.OFF_CPU_MS} ms (the OS ran something else). The wall-clock columns "
+        "include those samples.",
+    ]
     sc = results["scale"]
     mem = sc["memory"]
     long = sc["long_session"]

@@ -57,6 +57,22 @@ class Observed:
     wk2: dict[str, float] = field(default_factory=dict)  # response id -> report time
     sync_entry: dict[str, float] = field(default_factory=dict)
     async_entry: dict[str, float] = field(default_factory=dict)
+    # process CPU time when each handler ran, to tell dispatch work from the OS taking
+    # the CPU away (shared machine)
+    sync_cpu: dict[str, float] = field(default_factory=dict)
+    async_cpu: dict[str, float] = field(default_factory=dict)
+
+
+class CpuStampedSink(SimulatedSink):
+    """The simulated sink, also noting the process CPU time of each ``playback_started``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started_cpu: list[float] = []
+
+    def on_playback_started(self, *, created_at: float) -> None:
+        self.started_cpu.append(time.process_time())
+        super().on_playback_started(created_at=created_at)
 
 
 def make_plan(speeches: int, seed: int) -> list[list[Response]]:
@@ -116,7 +132,7 @@ async def run(*, speeches: int = 50, seed: int = 1) -> dict[str, Any]:
     plan = make_plan(speeches, seed)
     latency = {r.text: r.latency for sp in plan for r in sp}
     observed = Observed()
-    sink = SimulatedSink()
+    sink = CpuStampedSink()
     tts = SineTTS(seconds_per_char=0.008, latency=lambda t: latency.get(t.strip(), 0.05))
     session: AgentSession[Any] = AgentSession(llm=ScriptedLLM([]), tts=tts)
     session.output.audio = sink
@@ -148,10 +164,12 @@ async def run(*, speeches: int = 50, seed: int = 1) -> dict[str, Any]:
     @ph.on_message_played(session=session)
     def sync_probe(event: ph.MessagePlaybackStarted) -> None:
         observed.sync_entry[event.message_id] = time.time()
+        observed.sync_cpu[event.message_id] = time.process_time()
 
     @ph.on_message_played(session=session)
     async def async_probe(event: ph.MessagePlaybackStarted) -> None:
         observed.async_entry[event.message_id] = time.time()
+        observed.async_cpu[event.message_id] = time.process_time()
 
     speech_of: dict[str, str] = {}  # response id -> speech id
     total = 0
@@ -204,13 +222,28 @@ async def run(*, speeches: int = 50, seed: int = 1) -> dict[str, Any]:
     wk1_err = errors(wk1_by_response, firsts)
     wk2_err = errors(observed.wk2, ids)
 
-    def row(name: str, errs: list[float], missed: int) -> dict[str, Any]:
+    cpu_truth = dict(zip(ids, sink.started_cpu, strict=True))
+
+    def descheduled(entry: dict[str, float], cpu: dict[str, float]) -> int:
+        # the wall time from the sink to the handler exceeds the CPU time spent by more
+        # than 0.5 ms: the OS ran something else in between
+        return sum(
+            1
+            for rid in ids
+            if rid in entry
+            and (entry[rid] - (truth[rid] or 0.0)) - (cpu[rid] - cpu_truth[rid]) > 0.0005
+        )
+
+    def row(
+        name: str, errs: list[float], missed: int, off_cpu: int | None = None
+    ) -> dict[str, Any]:
         return {
             "method": name,
             **stats_ms(errs),
             "signed_min_ms": min(errs) * 1000 if errs else None,
             "signed_max_ms": max(errs) * 1000 if errs else None,
             "missed": missed,
+            "descheduled": off_cpu,
         }
 
     rows = [
@@ -219,11 +252,13 @@ async def run(*, speeches: int = 50, seed: int = 1) -> dict[str, Any]:
             "sync @on_message_played entry",
             errors(observed.sync_entry, ids),
             len(ids) - len(observed.sync_entry),
+            descheduled(observed.sync_entry, observed.sync_cpu),
         ),
         row(
             "async @on_message_played start",
             errors(observed.async_entry, ids),
             len(ids) - len(observed.async_entry),
+            descheduled(observed.async_entry, observed.async_cpu),
         ),
         row("workaround 1: agent_state_changed + 80 ms", wk1_err, len(ids) - len(wk1_err)),
         row("workaround 2: tts_node sentinel + 200 ms", wk2_err, len(ids) - len(wk2_err)),
