@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import platform
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -60,10 +61,18 @@ QUICK = Config(
 )
 
 
+def _uname() -> str:
+    try:
+        out = subprocess.run(["uname", "-a"], capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return " ".join(platform.uname()).strip()
+    return out.stdout.strip()
+
+
 def machine() -> dict[str, Any]:
     """Where and when the numbers were measured."""
     return {
-        "uname": " ".join(platform.uname()),
+        "uname": _uname(),
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
         "livekit_agents": metadata.version("livekit-agents"),
@@ -237,9 +246,7 @@ def report(results: dict[str, Any]) -> str:
         README_MARKER,
         "",
         f"Measured {m['date']} on `{m['uname']}`, {m['cpus']} CPUs, Python {m['python']}, "
-        f"livekit-agents {m['livekit_agents']}, playback_hooks {m['playback_hooks']}. "
-        "The machine is a shared 2-core box (other test suites were running), so the "
-        "figures carry that noise.",
+        f"livekit-agents {m['livekit_agents']}, playback_hooks {m['playback_hooks']}.",
         "",
         "### Targets",
         "",
