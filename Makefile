@@ -15,14 +15,18 @@ $(STAMP): pyproject.toml
 test: lint typecheck pytest docs
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests examples
-	$(BIN)/ruff format --check src tests examples
+	$(BIN)/ruff check src tests examples benchmarks
+	$(BIN)/ruff format --check src tests examples benchmarks
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
 pytest: $(STAMP)
 	$(BIN)/pytest -q
+
+# The benchmarks: prints the table, writes benchmarks/results.json and benchmarks/README.md.
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.run
 
 # The offline demo: a real AgentSession with simulated models and sink; writes demo-output/.
 demo: $(STAMP)
