@@ -85,7 +85,11 @@ class _TrackingOutput(_livekit.HookedAudioOutput):
         # stands for a segment no message was bound to
         self._segments: deque[_Message | None] = deque()
         self._capturing: _Message | None = None
-        self._capturing_any = False
+        self._capturing_any = False  # a frame of the current segment arrived
+        self._counted = False  # the base class counted the current segment
+        # what is below us never changes (livekit swaps sinks beneath its proxy), so the
+        # per-frame path skips the property lookup
+        self._below: AudioOutput = self.next_in_chain
 
     @property
     def next_in_chain(self) -> AudioOutput:
@@ -95,7 +99,7 @@ class _TrackingOutput(_livekit.HookedAudioOutput):
 
     @property
     def sample_rate(self) -> int | None:
-        return self.next_in_chain.sample_rate
+        return self._below.sample_rate
 
     def release(self) -> None:
         """Stop reporting; keep forwarding for speeches that still hold this output."""
@@ -105,22 +109,27 @@ class _TrackingOutput(_livekit.HookedAudioOutput):
 
     async def capture_frame(self, frame: rtc.AudioFrame) -> None:
         if self._capturing_any:
-            await super().capture_frame(frame)
-            await self.next_in_chain.capture_frame(frame)
+            # the steady state: one attribute test, then the sink
+            if not self._counted:
+                self._counted = True
+                await super().capture_frame(frame)
+            await self._below.capture_frame(frame)
             return
         self._capturing_any = True
         msg = self._guarded(self._bind, True)
         self._capturing = msg
         self._segments.append(msg)
         try:
-            await self.next_in_chain.capture_frame(frame)
+            await self._below.capture_frame(frame)
         except BaseException:
             # The sink refused the segment's first frame, so it will never report this
             # segment: do not count it (livekit's wait_for_playout() would wait forever)
             # and end its message here.
             self._guarded(self._segment_refused, msg)
             raise
-        # Counted after the sink accepted the frame, unlike the usual super()-first order.
+        # Counted once the sink accepted the frame, unlike the usual super()-first order.
+        # The base class counts a segment on its first frame only, so later frames skip it.
+        self._counted = True
         await super().capture_frame(frame)
 
     def flush(self) -> None:
@@ -130,11 +139,12 @@ class _TrackingOutput(_livekit.HookedAudioOutput):
             # produced nothing): its message was never heard
             self._guarded(self._bind, False)
         self._capturing_any = False
+        self._counted = False
         self._capturing = None
-        self.next_in_chain.flush()
+        self._below.flush()
 
     def clear_buffer(self) -> None:
-        self.next_in_chain.clear_buffer()
+        self._below.clear_buffer()
 
     def on_playback_started(self, *, created_at: float) -> None:
         super().on_playback_started(created_at=created_at)
