@@ -14,6 +14,15 @@ import playback_hooks as ph
 Item = str | FlushSentinel | float  # a float is a pause, in seconds
 
 
+async def _play(scripts: list[list[Item]]) -> AsyncIterable[str | FlushSentinel]:
+    script = scripts.pop(0) if scripts else []
+    for item in script:
+        if isinstance(item, float):
+            await asyncio.sleep(item)
+        else:
+            yield item
+
+
 class ScriptAgent(Agent):
     """Yields ``script`` from a ``@track_messages`` llm_node; floats are pauses."""
 
@@ -28,12 +37,8 @@ class ScriptAgent(Agent):
         tools: list[llm.Tool],
         model_settings: ModelSettings,
     ) -> AsyncIterable[str | FlushSentinel]:
-        script = self.scripts.pop(0) if self.scripts else []
-        for item in script:
-            if isinstance(item, float):
-                await asyncio.sleep(item)
-            else:
-                yield item
+        async for item in _play(self.scripts):
+            yield item
 
 
 class UntrackedAgent(Agent):
@@ -49,14 +54,21 @@ class UntrackedAgent(Agent):
         tools: list[llm.Tool],
         model_settings: ModelSettings,
     ) -> AsyncIterable[str | FlushSentinel]:
-        script = self.scripts.pop(0) if self.scripts else []
-        for item in script:
-            if isinstance(item, float):
-                await asyncio.sleep(item)
-            else:
-                yield item
+        async for item in _play(self.scripts):
+            yield item
 
 
 def boundary(id: str, **metadata: Any) -> ph.MessageBoundary:
     """Shorthand for a marker with keyword metadata."""
     return ph.MessageBoundary(id, metadata=metadata or None)
+
+
+# Three responses for the "full, partial (cut off in b), skipped" scenarios.
+FULL_PARTIAL_SKIPPED: list[Item] = [
+    boundary("a"),
+    "The first response plays to the end.",
+    boundary("b"),
+    "The second response is cut off by the user halfway through it.",
+    boundary("c"),
+    "The third response is never heard.",
+]

@@ -8,7 +8,7 @@ import pytest
 
 import playback_hooks as ph
 
-from .agents import ScriptAgent, boundary
+from .agents import FULL_PARTIAL_SKIPPED, ScriptAgent, boundary
 from .conftest import StartSession
 
 
@@ -18,16 +18,7 @@ class TestCancelOnPartial:
     async def test_interrupted_message_cancels_only_its_own_task(
         self, start_session: StartSession
     ) -> None:
-        agent = ScriptAgent(
-            [
-                boundary("a"),
-                "The first response plays to the end.",
-                boundary("b"),
-                "The second response is cut off by the user halfway through it.",
-                boundary("c"),
-                "The third response is never heard.",
-            ]
-        )
+        agent = ScriptAgent(FULL_PARTIAL_SKIPPED)
         off = await start_session(agent)
         release = asyncio.Event()
         log: list[tuple[str, str]] = []

@@ -9,6 +9,8 @@ from __future__ import annotations
 import contextvars
 import inspect
 
+from livekit.agents.llm import LLMStream
+from livekit.agents.llm.llm import _LLMEventChannel
 from livekit.agents.voice import agent_activity, io
 from livekit.agents.voice.speech_handle import SpeechHandle
 
@@ -48,6 +50,11 @@ class TestPrivateNames:
         handle = SpeechHandle.create()
         assert "_agent_turn_context" in vars(handle)
         assert _livekit.speech_trace_context(handle) is None
+
+    def test_llm_stream_event_channel(self) -> None:
+        # the channel an LLMStream._run hands its chunks to
+        assert "_event_ch" in inspect.getsource(LLMStream.__init__)
+        assert "send_nowait" in dir(_LLMEventChannel)
 
     def test_capture_cancelled_event(self) -> None:
         assert issubclass(io._CaptureCancelledEvent, io.PlaybackFinishedEvent)

@@ -13,7 +13,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 import playback_hooks as ph
 
-from .agents import ScriptAgent, boundary
+from .agents import FULL_PARTIAL_SKIPPED, ScriptAgent, boundary
 from .conftest import StartSession
 
 
@@ -38,16 +38,7 @@ class TestSpans:
     async def test_one_span_per_message_with_exact_times(
         self, start_session: StartSession, exporter: InMemorySpanExporter
     ) -> None:
-        agent = ScriptAgent(
-            [
-                boundary("a"),
-                "The first response plays to the end.",
-                boundary("b"),
-                "The second response is cut off by the user halfway through it.",
-                boundary("c"),
-                "The third response is never heard.",
-            ]
-        )
+        agent = ScriptAgent(FULL_PARTIAL_SKIPPED)
         off = await start_session(agent)
         ph.enable_tracing(off.session)
         handle = off.session.generate_reply()

@@ -8,6 +8,7 @@ removes one of them.
 
 from __future__ import annotations
 
+from livekit.agents.llm import ChatChunk, LLMStream
 from livekit.agents.voice import io as _io
 from livekit.agents.voice.agent_activity import _SpeechHandleContextVar
 from livekit.agents.voice.io import AudioOutput, PlaybackFinishedEvent
@@ -17,6 +18,7 @@ from opentelemetry import context as otel_context
 __all__ = [
     "HookedAudioOutput",
     "current_speech",
+    "send_chat_chunk",
     "sink_behind_proxy",
     "speech_trace_context",
     "unhook_sink_proxy",
@@ -91,3 +93,8 @@ def speech_trace_context(handle: SpeechHandle) -> otel_context.Context | None:
     """
     ctx = getattr(handle, "_agent_turn_context", None)
     return ctx if isinstance(ctx, otel_context.Context) else None
+
+
+def send_chat_chunk(stream: LLMStream, chunk: ChatChunk) -> None:
+    """Hand a chunk to livekit from ``LLMStream._run`` (how livekit's own plugins do it)."""
+    stream._event_ch.send_nowait(chunk)

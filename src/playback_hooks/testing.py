@@ -32,6 +32,7 @@ from livekit.agents import AgentSession, APIConnectionError, APIConnectOptions, 
 from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, NOT_GIVEN, NotGivenOr
 from livekit.agents.voice.io import AudioOutput, AudioOutputCapabilities
 
+from . import _livekit
 from .events import MessagePlaybackFinished, MessagePlaybackStarted
 from .signals import message_playback_finished, message_playback_started
 
@@ -289,11 +290,13 @@ class SineTTS(tts.TTS[Any]):
 
 
 class _SineStream(tts.ChunkedStream):
-    _tts: SineTTS
+    def __init__(self, *, tts: SineTTS, input_text: str, conn_options: APIConnectOptions) -> None:
+        super().__init__(tts=tts, input_text=input_text, conn_options=conn_options)
+        self._owner = tts
 
     async def _run(self, output_emitter: tts.AudioEmitter) -> None:
-        owner = self._tts
-        text = self._input_text
+        owner = self._owner
+        text = self.input_text
         latency = owner.latency(text) if callable(owner.latency) else owner.latency
         output_emitter.initialize(
             request_id=utils.shortuuid("sine_"),
@@ -383,7 +386,7 @@ class _ScriptedStream(llm.LLMStream):
                 )
             else:
                 delta = llm.ChoiceDelta(role="assistant", content=item)
-            self._event_ch.send_nowait(llm.ChatChunk(id=request_id, delta=delta))
+            _livekit.send_chat_chunk(self, llm.ChatChunk(id=request_id, delta=delta))
 
 
 # -- realtime -----------------------------------------------------------------------------
