@@ -58,6 +58,29 @@ class TestDecorators:
         assert [s for s in seen if s[0] == "task"] == [("task", m) for m in "abc"]
         assert [s for s in seen if s[0] == "finished"] == [("finished", "b")]
 
+    async def test_handlers_run_in_connection_order(self, start_session: StartSession) -> None:
+        off = await start_session(ScriptAgent(THREE[:2]))
+        calls: list[str] = []
+
+        def make(name: str) -> Any:
+            def handler(event: ph.MessagePlaybackStarted) -> None:
+                calls.append(name)
+
+            return handler
+
+        for_any = [ph.on_message_played(make(f"any{i}")) for i in range(10)]
+        for_session = [
+            ph.on_message_played(session=off.session)(make(f"session{i}")) for i in range(10)
+        ]
+        try:
+            off.session.generate_reply()
+            await off.events.wait_finished(1)
+        finally:
+            for fn in for_any + for_session:
+                ph.disconnect(fn)
+        # handlers for any session first, then this session's, each in connection order
+        assert calls == [f"any{i}" for i in range(10)] + [f"session{i}" for i in range(10)]
+
     async def test_handlers_run_outside_the_sink_callback(
         self, start_session: StartSession
     ) -> None:

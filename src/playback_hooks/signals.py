@@ -6,10 +6,10 @@ import asyncio
 import contextlib
 import inspect
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator, MutableSet
 from typing import Any, TypeVar, overload
 
-from blinker import ANY, Namespace, Signal
+from blinker import ANY, NamedSignal, Namespace, Signal
 from livekit.agents import AgentSession
 
 from .events import MessagePlaybackFinished, MessagePlaybackStarted
@@ -24,22 +24,62 @@ __all__ = [
 
 logger = logging.getLogger("playback_hooks")
 
+
+class _OrderedSet(MutableSet[Any]):
+    """A set that iterates in insertion order, for blinker's ``set_class`` hook."""
+
+    def __init__(self, items: Iterable[Any] = ()) -> None:
+        self._items = dict.fromkeys(items)
+
+    def __contains__(self, item: object) -> bool:
+        return item in self._items
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def add(self, value: Any) -> None:
+        self._items[value] = None
+
+    def discard(self, value: Any) -> None:
+        self._items.pop(value, None)
+
+    def copy(self) -> _OrderedSet:
+        return _OrderedSet(self._items)
+
+
+class _OrderedSignal(NamedSignal):
+    # blinker's documented way to call receivers in the order they were connected
+    # (handlers for any session first, then those for the sending session)
+    set_class = _OrderedSet  # type: ignore[assignment]  # blinker annotates it type[set]
+
+
+def _signal(name: str, doc: str) -> Signal:
+    signal = _namespace[name] = _OrderedSignal(name, doc)
+    return signal
+
+
 _namespace = Namespace()
 
-message_playback_started: Signal = _namespace.signal(
+message_playback_started: Signal = _signal(
     "message_playback_started",
-    doc="""A message's first frame reached the sink.
+    """A message's first frame reached the sink.
 
     Sender: the ``AgentSession``. Receivers are called as ``fn(session, event=...)`` with a
-    ``MessagePlaybackStarted``; they should accept ``**kwargs``.
+    ``MessagePlaybackStarted``; they should accept ``**kwargs``. Receivers connected for any
+    sender run first, then those connected for the sending session, each in the order they
+    were connected.
     """,
 )
-message_playback_finished: Signal = _namespace.signal(
+message_playback_finished: Signal = _signal(
     "message_playback_finished",
-    doc="""A message's playback ended (full, partial or skipped).
+    """A message's playback ended (full, partial or skipped).
 
     Sender: the ``AgentSession``. Receivers are called as ``fn(session, event=...)`` with a
-    ``MessagePlaybackFinished``; they should accept ``**kwargs``.
+    ``MessagePlaybackFinished``; they should accept ``**kwargs``. Same order as
+    ``message_playback_started``.
     """,
 )
 
