@@ -1,8 +1,14 @@
-"""Guarantee 6: bad input gets a clear error, at the place it was made, naming the argument."""
+"""Guarantee 6: bad input gets a clear error, at the place it was made, naming the argument.
+
+One table over every public entry point; each row asserts the exception type and the text.
+"""
 
 from __future__ import annotations
 
+import inspect
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -11,103 +17,249 @@ from livekit.agents import AgentSession
 import playback_hooks as ph
 
 from .agents import ScriptAgent
-from .conftest import StartSession
+from .conftest import Offline, StartSession
 
 
-class TestMessageBoundary:
-    """MessageBoundary validates its id and metadata."""
+def _sync_node(self: Any) -> None:
+    return None
 
-    @pytest.mark.parametrize(
-        ("args", "kwargs", "error", "message"),
-        [
-            ((42,), {}, TypeError, "MessageBoundary: id must be a str, got int"),
-            ((None,), {}, TypeError, "MessageBoundary: id must be a str, got NoneType"),
-            (("",), {}, ValueError, "MessageBoundary: id must not be empty"),
-            (("auto/x",), {}, ValueError, "id must not start with 'auto/'"),
-            (("ok",), {"metadata": [1, 2]}, TypeError, "metadata must be a mapping, got list"),
-            (("ok",), {"metadata": "text"}, TypeError, "metadata must be a mapping, got str"),
-        ],
-    )
-    def test_rejects(
-        self, args: tuple[Any, ...], kwargs: dict[str, Any], error: type[Exception], message: str
-    ) -> None:
-        with pytest.raises(error, match=re.escape(message)):
-            ph.MessageBoundary(*args, **kwargs)
 
-    def test_accepts_and_freezes(self) -> None:
+async def _async_handler(event: Any) -> None:
+    return None
+
+
+def _sync_handler(event: Any) -> None:
+    return None
+
+
+# the table calls the API with wrong types on purpose: through Any, not type-checked
+A: Any = ph
+
+
+def T(off: Offline) -> Any:
+    return off.tracker
+
+
+@dataclass(frozen=True)
+class Case:
+    """One bad call: ``call(offline)`` must raise ``error`` whose text contains ``message``."""
+
+    name: str
+    call: Callable[[Offline], Any]
+    error: type[Exception]
+    message: str
+
+
+CASES = [
+    # MessageBoundary
+    Case(
+        "boundary id int",
+        lambda o: A.MessageBoundary(42),
+        TypeError,
+        "MessageBoundary: id must be a str, got int",
+    ),
+    Case(
+        "boundary id None",
+        lambda o: A.MessageBoundary(None),
+        TypeError,
+        "MessageBoundary: id must be a str, got NoneType",
+    ),
+    Case(
+        "boundary id empty",
+        lambda o: A.MessageBoundary(""),
+        ValueError,
+        "MessageBoundary: id must not be empty",
+    ),
+    Case(
+        "boundary id reserved",
+        lambda o: A.MessageBoundary("auto/x"),
+        ValueError,
+        "MessageBoundary: id must not start with 'auto/'",
+    ),
+    Case(
+        "boundary metadata list",
+        lambda o: A.MessageBoundary("ok", metadata=[1]),
+        TypeError,
+        "MessageBoundary: metadata must be a mapping, got list",
+    ),
+    Case(
+        "boundary metadata str",
+        lambda o: A.MessageBoundary("ok", metadata="x"),
+        TypeError,
+        "MessageBoundary: metadata must be a mapping, got str",
+    ),
+    # attach / tracker_for
+    Case(
+        "attach non-session",
+        lambda o: A.attach("s"),
+        TypeError,
+        "attach(): session must be an AgentSession, got str",
+    ),
+    Case(
+        "attach before start",
+        lambda o: A.attach(AgentSession()),
+        RuntimeError,
+        "call attach() after `await session.start(...)`",
+    ),
+    Case(
+        "tracker_for non-session",
+        lambda o: A.tracker_for(1),
+        TypeError,
+        "tracker_for(): session must be an AgentSession, got int",
+    ),
+    # decorators and disconnect
+    Case(
+        "played handler not callable",
+        lambda o: A.on_message_played(42),
+        TypeError,
+        "on_message_played: the handler must be callable, got int",
+    ),
+    Case(
+        "finished handler not callable",
+        lambda o: A.on_message_finished()("x"),
+        TypeError,
+        "on_message_finished: the handler must be callable, got str",
+    ),
+    Case(
+        "played session filter",
+        lambda o: A.on_message_played(session="s"),
+        TypeError,
+        "on_message_played: session must be an AgentSession, got str",
+    ),
+    Case(
+        "finished message_id int",
+        lambda o: A.on_message_finished(message_id=3),
+        TypeError,
+        "on_message_finished: message_id must be a str, got int",
+    ),
+    Case(
+        "played message_id empty",
+        lambda o: A.on_message_played(message_id=""),
+        ValueError,
+        "on_message_played: message_id must not be empty",
+    ),
+    Case(
+        "cancel_on_partial not bool",
+        lambda o: A.on_message_played(cancel_on_partial=1),
+        TypeError,
+        "on_message_played: cancel_on_partial must be a bool, got int",
+    ),
+    Case(
+        "cancel_on_partial sync handler",
+        lambda o: A.on_message_played(cancel_on_partial=True)(_sync_handler),
+        TypeError,
+        "cancel_on_partial=True needs an async handler",
+    ),
+    Case(
+        "disconnect non-callable",
+        lambda o: A.disconnect("x"),
+        TypeError,
+        "disconnect(): the handler must be callable, got str",
+    ),
+    Case(
+        "track_messages sync function",
+        lambda o: A.track_messages(_sync_node),
+        TypeError,
+        "track_messages decorates an llm_node",
+    ),
+    Case(
+        "track_messages non-callable",
+        lambda o: A.track_messages("node"),
+        TypeError,
+        "track_messages decorates an llm_node",
+    ),
+    # PlaybackTracker.label
+    Case(
+        "label handle",
+        lambda o: T(o).label("h", "x"),
+        TypeError,
+        "PlaybackTracker.label(): handle must be a SpeechHandle, got str",
+    ),
+    Case(
+        "label id int",
+        lambda o: T(o).label(o.session.say("Hi."), 1),
+        TypeError,
+        "PlaybackTracker.label(): id must be a str, got int",
+    ),
+    Case(
+        "label id empty",
+        lambda o: T(o).label(o.session.say("Hi."), ""),
+        ValueError,
+        "PlaybackTracker.label(): id must not be empty",
+    ),
+    Case(
+        "label id reserved",
+        lambda o: T(o).label(o.session.say("Hi."), "auto/1"),
+        ValueError,
+        "PlaybackTracker.label(): id must not start with 'auto/'",
+    ),
+    Case(
+        "label metadata",
+        lambda o: T(o).label(o.session.say("Hi."), "x", metadata=(1,)),
+        TypeError,
+        "PlaybackTracker.label(): metadata must be a mapping, got tuple",
+    ),
+    # PlaybackTracker.wait_for
+    Case(
+        "wait_for id empty",
+        lambda o: T(o).wait_for(""),
+        TypeError,
+        "PlaybackTracker.wait_for(): message_id must be a non-empty str",
+    ),
+    Case(
+        "wait_for id int",
+        lambda o: T(o).wait_for(5),
+        TypeError,
+        "PlaybackTracker.wait_for(): message_id must be a non-empty str",
+    ),
+    Case(
+        "wait_for kind",
+        lambda o: T(o).wait_for("x", "ended"),
+        ValueError,
+        "PlaybackTracker.wait_for(): kind must be 'started' or 'finished', got 'ended'",
+    ),
+    Case(
+        "wait_for negative timeout",
+        lambda o: T(o).wait_for("x", timeout=-1),
+        ValueError,
+        "PlaybackTracker.wait_for(): timeout must be >= 0",
+    ),
+    Case(
+        "wait_for timeout str",
+        lambda o: T(o).wait_for("x", timeout="1"),
+        TypeError,
+        "PlaybackTracker.wait_for(): timeout must be a number of seconds or None",
+    ),
+    # tracing
+    Case(
+        "enable_tracing target",
+        lambda o: A.enable_tracing("s"),
+        TypeError,
+        "enable_tracing(): target must be an AgentSession or a PlaybackTracker, got str",
+    ),
+]
+
+
+class TestBadInput:
+    """Every public entry point refuses bad input with a message naming the argument."""
+
+    @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+    async def test_rejects(self, case: Case, start_session: StartSession) -> None:
+        off = await start_session(ScriptAgent())
+        with pytest.raises(case.error, match=re.escape(case.message)):
+            result = case.call(off)
+            if inspect.isawaitable(result):
+                await result
+
+    def test_good_marker_is_frozen(self) -> None:
         marker = ph.MessageBoundary("ok", metadata={"a": 1})
         assert marker.id == "ok" and dict(marker.metadata) == {"a": 1}
         assert repr(marker) == "MessageBoundary('ok', metadata={'a': 1})"
         with pytest.raises(TypeError):
             marker.metadata["a"] = 2  # type: ignore[index]
 
-
-class TestAttach:
-    """attach() refuses what is not a started session."""
-
-    def test_not_a_session(self) -> None:
-        with pytest.raises(TypeError, match="attach\\(\\): session must be an AgentSession"):
-            ph.attach("session")  # type: ignore[arg-type]
-
-    async def test_before_start(self) -> None:
+    async def test_attach_before_start_leaves_nothing(self) -> None:
         session: AgentSession[Any] = AgentSession()
-        with pytest.raises(
-            RuntimeError, match=re.escape("call attach() after `await session.start(...)`")
-        ):
+        with pytest.raises(RuntimeError):
             ph.attach(session)
         assert ph.tracker_for(session) is None
-
-
-class TestDecorators:
-    """Decorators refuse non-callables, non-sessions and bad ids; track_messages non-nodes."""
-
-    def test_handler_not_callable(self) -> None:
-        with pytest.raises(TypeError, match="on_message_played: the handler must be callable"):
-            ph.on_message_played(42)  # type: ignore[call-overload]
-        with pytest.raises(TypeError, match="on_message_finished: the handler must be callable"):
-            ph.on_message_finished()("nope")  # type: ignore[type-var]
-
-    def test_bad_filters(self) -> None:
-        with pytest.raises(TypeError, match="session must be an AgentSession, got str"):
-            ph.on_message_played(session="s")  # type: ignore[call-overload]
-        with pytest.raises(TypeError, match="message_id must be a str, got int"):
-            ph.on_message_finished(message_id=3)  # type: ignore[call-overload]
-        with pytest.raises(ValueError, match="message_id must not be empty"):
-            ph.on_message_played(message_id="")
-
-    def test_track_messages_on_non_node(self) -> None:
-        def sync_node(self: Any) -> None:
-            return None
-
-        with pytest.raises(TypeError, match="track_messages decorates an llm_node"):
-            ph.track_messages(sync_node)
-        with pytest.raises(TypeError, match="track_messages decorates an llm_node"):
-            ph.track_messages("llm_node")  # type: ignore[type-var]
-
-
-class TestTrackerCalls:
-    """label() and wait_for() validate their arguments."""
-
-    async def test_label(self, start_session: StartSession) -> None:
-        off = await start_session(ScriptAgent())
-        handle = off.session.say("Hi.")
-        with pytest.raises(TypeError, match="label\\(\\): handle must be a SpeechHandle, got str"):
-            off.tracker.label("handle", "x")  # type: ignore[arg-type]
-        with pytest.raises(TypeError, match="label\\(\\): id must be a str, got int"):
-            off.tracker.label(handle, 1)  # type: ignore[arg-type]
-        with pytest.raises(ValueError, match="label\\(\\): id must not be empty"):
-            off.tracker.label(handle, "")
-        with pytest.raises(TypeError, match="metadata must be a mapping, got tuple"):
-            off.tracker.label(handle, "x", metadata=(1,))  # type: ignore[arg-type]
-        await handle
-
-    async def test_wait_for(self, start_session: StartSession) -> None:
-        off = await start_session(ScriptAgent())
-        with pytest.raises(TypeError, match="message_id must be a non-empty str"):
-            await off.tracker.wait_for("")
-        with pytest.raises(ValueError, match="kind must be 'started' or 'finished', got 'ended'"):
-            await off.tracker.wait_for("x", "ended")  # type: ignore[arg-type]
-        with pytest.raises(ValueError, match="timeout must be >= 0"):
-            await off.tracker.wait_for("x", timeout=-1)
-        with pytest.raises(TypeError, match="timeout must be a number of seconds or None"):
-            await off.tracker.wait_for("x", timeout="1")  # type: ignore[arg-type]

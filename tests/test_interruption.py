@@ -86,13 +86,22 @@ class TestTTSFailure:
 
     async def test_tts_fails_in_second_message(self, start_session: StartSession) -> None:
         agent = ScriptAgent(
-            [boundary("ok"), "This one is fine.", boundary("bad"), "This one BREAKS the TTS."]
+            [
+                boundary("ok"),
+                "This one is fine.",
+                boundary("bad"),
+                "This one BREAKS the TTS.",
+                boundary("after"),
+                "Nothing after a failed TTS is spoken.",
+            ]
         )
         off = await start_session(agent, tts_model=SineTTS(fail_on="BREAKS"))
         off.session.generate_reply()
-        finished = await off.events.wait_finished(2)
+        finished = await off.events.wait_finished(3)
         assert [(f.message_id, f.played, f.interrupted) for f in finished] == [
             ("ok", "full", False),
             ("bad", "partial", False),
+            ("after", "skipped", False),
         ]
         assert finished[1].playback_position == off.sink.segments[1].position > 0
+        assert len(off.sink.segments) == 2

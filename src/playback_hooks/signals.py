@@ -359,7 +359,13 @@ def on_message_finished(
 
 
 def disconnect(fn: Callable[..., Any]) -> None:
-    """Unregister a handler added with ``on_message_played`` / ``on_message_finished``."""
+    """Unregister a handler added with ``on_message_played`` / ``on_message_finished``.
+
+    Raises:
+        TypeError: ``fn`` is not callable.
+    """
+    if not callable(fn):
+        raise TypeError(f"disconnect(): the handler must be callable, got {type(fn).__name__}")
     for signal, receiver in getattr(fn, _RECEIVERS_ATTR, []):
         signal.disconnect(receiver)
     with contextlib.suppress(AttributeError):

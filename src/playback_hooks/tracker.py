@@ -718,7 +718,15 @@ def attach(session: AgentSession[Any]) -> PlaybackTracker:
 
 
 def tracker_for(session: AgentSession[Any]) -> PlaybackTracker | None:
-    """Return the session's attached tracker, or None."""
+    """Return the session's attached tracker, or None.
+
+    Raises:
+        TypeError: ``session`` is not an ``AgentSession``.
+    """
+    if not isinstance(session, AgentSession):
+        raise TypeError(
+            f"tracker_for(): session must be an AgentSession, got {type(session).__name__}"
+        )
     return _trackers.get(session)
 
 
