@@ -212,6 +212,16 @@ class TestWaitFor:
         with pytest.raises(TimeoutError, match="'nope' was not started"):
             await off.tracker.wait_for("nope", "started", timeout=0.05)
 
+    async def test_detach_wakes_waiters(self, start_session: StartSession) -> None:
+        off = await start_session(ScriptAgent())
+        waiter = asyncio.ensure_future(off.tracker.wait_for("never", "finished"))
+        await asyncio.sleep(0)
+        off.tracker.detach()
+        with pytest.raises(RuntimeError, match="detached before message 'never' was finished"):
+            await waiter
+        with pytest.raises(RuntimeError, match="the tracker is detached"):
+            await off.tracker.wait_for("never")
+
     async def test_before_the_fact(self, start_session: StartSession) -> None:
         off = await start_session(ScriptAgent(THREE[:2]))
         waiter = asyncio.ensure_future(off.tracker.wait_for("a", "finished", timeout=10))

@@ -10,7 +10,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, overload
 
 from livekit import rtc
 from livekit.agents import Agent, AgentSession
@@ -293,6 +293,8 @@ class PlaybackTracker:
             )
         check_message_id(id, "PlaybackTracker.label()", "id")
         meta = MappingProxyType(dict(check_metadata(metadata, "PlaybackTracker.label()")))
+        if not self._attached:
+            raise RuntimeError("PlaybackTracker.label(): the tracker is detached")
         if handle.done():
             raise RuntimeError(f"PlaybackTracker.label(): speech {handle.id} is already over")
         speech = self._speech(handle)
@@ -308,6 +310,14 @@ class PlaybackTracker:
             )
         speech.label = (id, meta)
 
+    @overload
+    async def wait_for(
+        self, message_id: str, kind: Literal["started"] = ..., *, timeout: float | None = ...
+    ) -> MessagePlaybackStarted: ...
+    @overload
+    async def wait_for(
+        self, message_id: str, kind: Literal["finished"], *, timeout: float | None = ...
+    ) -> MessagePlaybackFinished: ...
     async def wait_for(
         self,
         message_id: str,
@@ -323,6 +333,8 @@ class PlaybackTracker:
 
         Raises:
             TimeoutError: no such event within ``timeout`` seconds.
+            RuntimeError: the tracker is (or gets) detached before the event.
+            TypeError: ``message_id`` is not a non-empty str, or ``timeout`` not a number.
             ValueError: ``kind`` is not ``"started"`` or ``"finished"``, or ``timeout`` < 0.
         """
         if not isinstance(message_id, str) or not message_id:
@@ -340,6 +352,8 @@ class PlaybackTracker:
                 raise ValueError("PlaybackTracker.wait_for(): timeout must be >= 0")
         if (seen := self._history.get(message_id)) is not None and kind in seen:
             return seen[kind]
+        if not self._attached:
+            raise RuntimeError("PlaybackTracker.wait_for(): the tracker is detached")
         fut: asyncio.Future[Event] = self._loop.create_future()
         waiters = self._waiters.setdefault((message_id, kind), [])
         waiters.append(fut)
@@ -395,9 +409,15 @@ class PlaybackTracker:
                 extra={"audio_output": repr(session.output.audio)},
             )
         tasks = self._dispatcher.close()
-        for futs in self._waiters.values():
+        for (message_id, kind), futs in self._waiters.items():
             for fut in futs:
-                fut.cancel()
+                if not fut.done():
+                    fut.set_exception(
+                        RuntimeError(
+                            f"PlaybackTracker.wait_for(): the tracker was detached before "
+                            f"message {message_id!r} was {kind}"
+                        )
+                    )
         self._waiters.clear()
         if _trackers.get(session) is self:
             del _trackers[session]
