@@ -5,22 +5,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
-from collections.abc import AsyncIterable, AsyncIterator, Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
+from types import MappingProxyType
+from typing import Any, TypeVar
 
 from livekit.agents import llm
 from livekit.agents.utils import is_given
 
 from . import _livekit
-
-if TYPE_CHECKING:
-    from .tracker import PlaybackTracker, _Message
+from .tracker import PlaybackTracker, _Message, guarded
 
 __all__ = ["RealtimeTaps"]
 
 logger = logging.getLogger("playback_hooks")
 
 T = TypeVar("T")
+
+_NO_METADATA: Mapping[str, Any] = MappingProxyType({})
 
 # How long to look for the realtime session of an agent after a handoff, and how often.
 _HANDOFF_WATCH_SECONDS = 60.0
@@ -104,21 +105,17 @@ class RealtimeTaps:
         async for item in stream:
             handle = _livekit.current_speech()
             if handle is not None and not self._closed:
-                msg = self._tracker._announce(handle, item.message_id, _empty(), "realtime", True)
+                msg = guarded(
+                    self._tracker._announce, handle, item.message_id, _NO_METADATA, "realtime", True
+                )
                 if msg is not None:
 
                     def begins(handle: Any = handle, msg: _Message = msg) -> None:
-                        self._tracker._realtime_item_begins(handle, msg)
+                        guarded(self._tracker._realtime_item_begins, handle, msg)
 
                     item.audio_stream = _on_first_pull(item.audio_stream, begins)
                     item.text_stream = _on_first_pull(item.text_stream, begins)
             yield item
-
-
-def _empty() -> Any:
-    from types import MappingProxyType
-
-    return MappingProxyType({})
 
 
 async def _on_first_pull(

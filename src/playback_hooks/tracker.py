@@ -70,6 +70,21 @@ class _Speech:
     auto_named: bool = False  # a message of it already got an automatic id
 
 
+def guarded(fn: Callable[..., _T], *args: Any) -> _T | None:
+    """Run a step of the tracker's bookkeeping that runs inside livekit's audio path.
+
+    Whatever goes wrong in it is logged, never raised into livekit: the audio goes on.
+    """
+    try:
+        return fn(*args)
+    except Exception:
+        logger.exception(
+            "playback_hooks internal error; playback events may be incomplete",
+            extra={"step": getattr(fn, "__qualname__", repr(fn))},
+        )
+        return None
+
+
 class _TrackingOutput(_livekit.HookedAudioOutput):
     """The transparent ``AudioOutput`` placed on top of the session's audio chain."""
 
@@ -174,18 +189,9 @@ class _TrackingOutput(_livekit.HookedAudioOutput):
         self._guarded(self._segment_finished, 0.0, True, None)
 
     def _guarded(self, fn: Callable[..., _T], *args: Any) -> _T | None:
-        # The tracker's bookkeeping runs inside livekit's audio path: whatever goes wrong
-        # in it is logged, never raised into livekit.
         if self._tracker is None:
             return None
-        try:
-            return fn(*args)
-        except Exception:
-            logger.exception(
-                "playback_hooks internal error; playback events may be incomplete",
-                extra={"step": fn.__name__},
-            )
-            return None
+        return guarded(fn, *args)
 
     def _bind(self, has_audio: bool) -> _Message | None:
         assert self._tracker is not None
@@ -763,6 +769,6 @@ def announcer_for(agent: Agent | None, handle: SpeechHandle | None) -> Announce 
         return None
 
     def announce(message_id: str | None, metadata: Mapping[str, Any], has_segment: bool) -> None:
-        tracker._announce(handle, message_id, metadata, "llm", has_segment)
+        guarded(tracker._announce, handle, message_id, metadata, "llm", has_segment)
 
     return announce
