@@ -170,3 +170,27 @@ class TestSessionFaults:
             assert off.session.output.audio is not new_sink
         finally:
             await tracker.aclose()
+
+
+class TestInternalErrors:
+    """A failure in the tracker's own bookkeeping is logged; the audio is not affected."""
+
+    async def test_bookkeeping_failure_never_reaches_livekit(
+        self,
+        start_session: StartSession,
+        caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        off = await start_session(ScriptAgent([boundary("a"), "One.", boundary("b"), "Two."]))
+
+        def broken(*args: Any) -> None:
+            raise RuntimeError("bookkeeping bug")
+
+        monkeypatch.setattr(off.tracker, "_message_started", broken)
+        handle = off.session.generate_reply()
+        await asyncio.wait_for(handle.wait_for_playout(), 15)
+        assert len(off.sink.segments) == 2
+        assert [s.position == s.captured for s in off.sink.segments] == [True, True]
+        errors = [r for r in caplog.records if "internal error" in r.getMessage()]
+        assert len(errors) == 2
+        assert all(r.exc_info is not None for r in errors)
