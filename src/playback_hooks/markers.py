@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import logging
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
 from types import MappingProxyType
 from typing import Any, TypeVar
@@ -17,8 +16,6 @@ from . import _livekit
 from .ids import check_message_id, check_metadata
 
 __all__ = ["MessageBoundary", "track_messages"]
-
-logger = logging.getLogger("playback_hooks")
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import weakref
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
 from types import MappingProxyType
@@ -16,8 +15,6 @@ from . import _livekit
 from .tracker import PlaybackTracker, _Message, guarded
 
 __all__ = ["RealtimeTaps"]
-
-logger = logging.getLogger("playback_hooks")
 
 T = TypeVar("T")
 

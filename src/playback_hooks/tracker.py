@@ -51,7 +51,6 @@ class _Message:
     metadata: Mapping[str, Any]
     source: Source
     has_segment: bool = True  # False once it is known no segment will carry it
-    bound: bool = False
     truncated: bool = False
     started: MessagePlaybackStarted | None = None
     started_at: float | None = None
@@ -527,7 +526,6 @@ class PlaybackTracker:
             msg = self._new_message(speech, None, _EMPTY, speech.source)
         if has_audio:
             self._name(msg)
-            msg.bound = True
             self._bound.append(msg)
         else:
             self._skip(msg)
@@ -578,7 +576,6 @@ class PlaybackTracker:
 
     def _skip(self, msg: _Message) -> None:
         self._name(msg)
-        msg.bound = True
         msg.finished = self._finished_event(
             msg, "skipped", msg.speech.handle.interrupted, 0.0, None
         )
