@@ -7,16 +7,17 @@ import math
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from livekit import rtc
-
-# livekit's private speech contextvar. The package keeps its private livekit names in
-# playback_hooks._livekit (read-only there); the benchmarks also need to *set* it, to push
-# frames "inside a speech" exactly as livekit's forwarding task does.
-from livekit.agents.voice.agent_activity import _SpeechHandleContextVar
+from livekit.agents import AgentSession
+from livekit.agents.voice.events import SpeechCreatedEvent
 from livekit.agents.voice.io import AudioOutput, AudioOutputCapabilities
 from livekit.agents.voice.speech_handle import SpeechHandle
+
+# Every private livekit name goes through playback_hooks._livekit, the benchmarks' too.
+from playback_hooks import _livekit
 
 SAMPLE_RATE = 24000
 
@@ -132,23 +133,27 @@ class PassThrough(AudioOutput):
 @contextlib.contextmanager
 def in_speech(handle: SpeechHandle) -> Iterator[None]:
     """Run the block as livekit runs a speech's audio forwarding: with its speech context."""
-    token = _SpeechHandleContextVar.set(handle)
+    token = _livekit.speech_context.set(handle)
     try:
         yield
     finally:
-        _SpeechHandleContextVar.reset(token)
+        _livekit.speech_context.reset(token)
 
 
-def new_speech() -> SpeechHandle:
-    """A real ``SpeechHandle``, scheduled, as livekit creates one for ``generate_reply()``."""
+def new_speech(session: AgentSession[Any]) -> SpeechHandle:
+    """A real ``SpeechHandle``, created and scheduled as livekit does for ``generate_reply()``."""
     handle = SpeechHandle.create()
-    handle._mark_scheduled()
+    session.emit(
+        "speech_created",
+        SpeechCreatedEvent(speech_handle=handle, user_initiated=True, source="generate_reply"),
+    )
+    _livekit.mark_scheduled(handle)
     return handle
 
 
 def end_speech(handle: SpeechHandle) -> None:
     """Mark the speech done, as livekit does once its playout is over."""
-    handle._mark_done()
+    _livekit.mark_done(handle)
 
 
 @dataclass

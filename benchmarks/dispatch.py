@@ -73,7 +73,7 @@ async def _measure(
 
     try:
         for _ in range(samples):
-            handle = new_speech()
+            handle = new_speech(session)
             with in_speech(handle):
                 entered = loop.create_future()
                 await out.capture_frame(frame)

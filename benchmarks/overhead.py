@@ -70,9 +70,9 @@ async def _compare(
     clock = time.perf_counter_ns
 
     async def push(session: AgentSession[Any]) -> _Sample:
+        handle = new_speech(session)
         out = session.output.audio
         assert out is not None
-        handle = new_speech()
         steady = edges = 0
         with in_speech(handle):
             for _ in range(segments):

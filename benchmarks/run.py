@@ -198,7 +198,8 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             "name": "per-speech state held after the long session",
             "target": "none",
             "measured": sum(
-                long["tracker_state"][k] for k in ("speeches", "bound", "segments", "waiters")
+                long["tracker_state"][k]
+                for k in ("speeches", "unreleased_messages", "open_segments", "waiters")
             ),
             "unit": "entries",
             "met": long["no_per_speech_state"],

@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import statistics
 import time
@@ -30,8 +31,8 @@ from livekit.agents import Agent, AgentSession, ModelSettings, llm
 from livekit.agents.types import FlushSentinel
 
 import playback_hooks as ph
+from playback_hooks._ledger import ledger_for
 from playback_hooks.testing import ScriptedLLM, SimulatedSink, SineTTS
-from playback_hooks.tracker import announcer_for
 
 from .common import (
     CountingSink,
@@ -116,15 +117,12 @@ async def _close(played: list[_Played]) -> None:
 
 
 def _tracker_state(tracker: ph.PlaybackTracker) -> dict[str, int]:
-    """Sizes of the tracker's containers (per-speech ones must be empty between speeches)."""
-    return {
-        "speeches": len(tracker._speeches),
-        "bound": len(tracker._bound),
-        "segments": len(tracker._output._segments),
-        "waiters": len(tracker._waiters),
-        "handler_tasks": tracker._dispatcher.pending_tasks,
-        "history": len(tracker._history),
-    }
+    """Sizes of the tracker's state (per-speech ones must be empty between speeches)."""
+    return dataclasses.asdict(tracker.stats())
+
+
+def _idle(state: dict[str, int]) -> bool:
+    return state["speeches"] == state["unreleased_messages"] == state["open_segments"] == 0
 
 
 async def _round(
@@ -177,7 +175,8 @@ async def _round(
         result["exactly_once"] = set(counts) == expected and all(n == 1 for n in counts.values())
         states = [_tracker_state(p.tracker) for p in played if p.tracker is not None]
         result["per_speech_state_empty"] = all(
-            s["speeches"] == s["bound"] == s["segments"] == s["waiters"] == 0 for s in states
+            s["speeches"] == s["unreleased_messages"] == s["open_segments"] == s["waiters"] == 0
+            for s in states
         )
     await _close(played)
     return result
@@ -237,11 +236,11 @@ async def _long_session(*, messages: int, per_speech: int, warmup: int) -> dict[
             if s == warm_speeches:
                 gc.collect()
                 memory["warm"] = tracemalloc.get_traced_memory()[0]
-            handle = new_speech()
-            announce = announcer_for(agent, handle)
-            assert announce is not None
+            handle = new_speech(session)
+            ledger = ledger_for(handle)
+            assert ledger is not None
             for k in range(per_speech):  # what @track_messages does in llm_node
-                announce(f"s{s}m{k}", {}, True)
+                ledger.announce(handle, f"s{s}m{k}", {}, "llm", has_segment=True)
             with in_speech(handle):
                 for _ in range(per_speech):
                     await out.capture_frame(frame)
@@ -276,7 +275,10 @@ async def _long_session(*, messages: int, per_speech: int, warmup: int) -> dict[
         "warmup_messages": warm_speeches * per_speech,
         "playback_hooks_bytes_at_end": memory["package"],
         "tracker_state": state,
-        "no_per_speech_state": state["speeches"] == state["bound"] == state["segments"] == 0
+        "no_per_speech_state": state["speeches"]
+        == state["unreleased_messages"]
+        == state["open_segments"]
+        == 0
         and state["waiters"] == state["handler_tasks"] == 0,
     }
 

@@ -60,7 +60,7 @@ async def start_session() -> AsyncIterator[StartSession]:
     yield _start
     for off in started:
         off.events.close()
+        await off.session.aclose()
         if off.tracker is not None:
             await off.tracker.aclose()
-        await off.session.aclose()
         await off.sink.aclose()

@@ -15,6 +15,7 @@ import pytest
 from livekit.agents import AgentSession
 
 import playback_hooks as ph
+from playback_hooks.testing import ScriptedLLM
 
 from .agents import ScriptAgent
 from .conftest import Offline, StartSession
@@ -94,12 +95,6 @@ CASES = [
         lambda o: A.attach("s"),
         TypeError,
         "attach(): session must be an AgentSession, got str",
-    ),
-    Case(
-        "attach before start",
-        lambda o: A.attach(AgentSession()),
-        RuntimeError,
-        "call attach() after `await session.start(...)`",
     ),
     Case(
         "tracker_for non-session",
@@ -258,8 +253,20 @@ class TestBadInput:
         with pytest.raises(TypeError):
             marker.metadata["a"] = 2  # type: ignore[index]
 
-    async def test_attach_before_start_leaves_nothing(self) -> None:
-        session: AgentSession[Any] = AgentSession()
-        with pytest.raises(RuntimeError):
-            ph.attach(session)
+    async def test_attach_to_a_started_session_without_audio_output(self) -> None:
+        session: AgentSession[Any] = AgentSession(llm=ScriptedLLM([]))
+        await session.start(ScriptAgent(), record=False)
+        try:
+            assert session.output.audio is None
+            with pytest.raises(RuntimeError, match=r"the session has no audio output"):
+                ph.attach(session)
+            assert ph.tracker_for(session) is None
+        finally:
+            await session.aclose()
+
+    async def test_attach_before_start_is_allowed(self) -> None:
+        session: AgentSession[Any] = AgentSession(llm=ScriptedLLM([]))
+        tracker = ph.attach(session)
+        assert ph.tracker_for(session) is tracker and tracker.attached
+        await tracker.aclose()
         assert ph.tracker_for(session) is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterable
 from typing import Any
 
@@ -11,6 +12,7 @@ from livekit import rtc
 from livekit.agents import Agent
 
 import playback_hooks as ph
+from playback_hooks._ledger import Ledger
 from playback_hooks.testing import SimulatedSink
 
 from .agents import ScriptAgent, boundary
@@ -132,7 +134,7 @@ class TestSessionFaults:
             ("b", "partial", True),
             ("c", "skipped", True),
         ]
-        assert off.tracker._dispatcher.pending_tasks == 0
+        assert off.tracker.stats().handler_tasks == 0
         assert not off.tracker.attached
         assert not [w for w in recwarn if "never awaited" in str(w.message)]
 
@@ -150,26 +152,29 @@ class TestSessionFaults:
         assert ids == ["old1", "old2", "new1"]
         assert len(off.events.started) == len({e.message_id for e in off.events.started})
 
-    async def test_output_replaced_after_attach_is_reported(
+    async def test_output_replaced_after_attach_is_tracked_from_the_next_speech(
         self, start_session: StartSession, caplog: pytest.LogCaptureFixture
     ) -> None:
+        caplog.set_level(logging.INFO, logger="playback_hooks")
         off = await start_session(ScriptAgent([boundary("x"), "Played on the new sink."]))
         new_sink = SimulatedSink()
-        off.session.output.audio = new_sink
-        handle = off.session.generate_reply()
-        await asyncio.wait_for(handle.wait_for_playout(), 15)
-        await new_sink.aclose()
-        warnings = [r for r in caplog.records if "replaced after attach" in r.getMessage()]
-        assert len(warnings) == 1
-        assert not off.tracker.attached and ph.tracker_for(off.session) is None
-        assert off.events.events == []
-        assert len(new_sink.segments) == 1
-        # attach() again picks the new output up
-        tracker = ph.attach(off.session)
         try:
-            assert off.session.output.audio is not new_sink
+            off.session.output.audio = new_sink
+            handle = off.session.generate_reply()
+            top = off.session.output.audio
+            assert top is not None and top.label == "playback_hooks"
+            assert top.next_in_chain is new_sink
+            finished = await off.tracker.wait_for("x", "finished", timeout=15)
+            await asyncio.wait_for(handle.wait_for_playout(), 15)
         finally:
-            await tracker.aclose()
+            await new_sink.aclose()
+        notes = [r for r in caplog.records if "replaced after attach" in r.getMessage()]
+        assert len(notes) == 1 and notes[0].levelname == "INFO"
+        assert off.tracker.attached and ph.tracker_for(off.session) is off.tracker
+        assert off.events.timeline() == [("started", "x"), ("finished", "x")]
+        assert finished.played == "full"
+        assert finished.started_at == new_sink.segments[0].started_at
+        assert off.sink.segments == []
 
 
 class TestInternalErrors:
@@ -186,7 +191,7 @@ class TestInternalErrors:
         def broken(*args: Any) -> None:
             raise RuntimeError("bookkeeping bug")
 
-        monkeypatch.setattr(off.tracker, "_message_started", broken)
+        monkeypatch.setattr(Ledger, "message_started", broken)
         handle = off.session.generate_reply()
         await asyncio.wait_for(handle.wait_for_playout(), 15)
         assert len(off.sink.segments) == 2

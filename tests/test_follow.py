@@ -66,7 +66,7 @@ class TestCancelOnPartial:
                 ("plain", "b"),
                 ("following cancelled", "b"),
             ]
-            assert off.tracker._dispatcher.pending_tasks == 3
+            assert off.tracker.stats().handler_tasks == 3
             release.set()
             for key in ("following/a", "plain/a", "plain/b"):
                 assert await asyncio.wait_for(ending(key), 5) == "done"
@@ -99,7 +99,7 @@ class TestCancelOnPartial:
             off.session.generate_reply()
             (finished,) = await off.events.wait_finished(1)
             assert finished.played == "full"
-            assert off.tracker._dispatcher.pending_tasks == 1
+            assert off.tracker.stats().handler_tasks == 1
             release.set()
             assert await asyncio.wait_for(outcome, 5) == "done"
         finally:

@@ -1,20 +1,44 @@
 """Fails loudly if livekit-agents renames or removes a private name this package uses.
 
 Every private livekit name the package touches is in ``playback_hooks._livekit``; this test
-checks each of them against the installed livekit-agents.
+checks each of them, and what the package relies on it doing, against the installed
+livekit-agents.
 """
 
 from __future__ import annotations
 
 import contextvars
 import inspect
+from typing import Any
 
+from livekit.agents import AgentSession
 from livekit.agents.llm import LLMStream
 from livekit.agents.llm.llm import _LLMEventChannel
 from livekit.agents.voice import agent_activity, io
 from livekit.agents.voice.speech_handle import SpeechHandle
 
 from playback_hooks import _livekit
+from playback_hooks.testing import SimulatedSink
+
+
+class _Watched(SimulatedSink):
+    """Counts on_attached / on_detached calls."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+
+    def on_attached(self) -> None:
+        self.calls.append("attached")
+        super().on_attached()
+
+    def on_detached(self) -> None:
+        self.calls.append("detached")
+        super().on_detached()
+
+
+def _top(session: AgentSession[Any]) -> io.AudioOutput | None:
+    return session.output.audio
 
 
 class TestPrivateNames:
@@ -22,6 +46,7 @@ class TestPrivateNames:
 
     async def test_speech_context_variable(self) -> None:
         var = agent_activity._SpeechHandleContextVar
+        assert var is _livekit.speech_context
         assert isinstance(var, contextvars.ContextVar)
         assert var.get(None) is None
         assert _livekit.current_speech() is None
@@ -32,39 +57,56 @@ class TestPrivateNames:
         finally:
             var.reset(token)
 
+    async def test_install_quietly_swaps_only_the_top(self) -> None:
+        session: AgentSession[Any] = AgentSession()
+        below = _Watched()
+        session.output.audio = below
+        assert below.calls == ["attached"]
+        top = _livekit.TransparentOutput(below, label="top")
+        _livekit.install_quietly(session.output, top)
+        assert _top(session) is top
+        assert below.calls == ["attached"]  # the chain below was not re-attached
+        _livekit.install_quietly(session.output, below)
+        assert _top(session) is below and below.calls == ["attached"]
+        await below.aclose()
+
+    def test_transparent_output_adds_no_proxy(self) -> None:
+        sink = SimulatedSink()
+        top = _livekit.TransparentOutput(sink, label="top")
+        assert top.next_in_chain is sink
+        assert not isinstance(top.next_in_chain, io._AudioSinkProxy)
+
     def test_audio_output_hooks(self) -> None:
-        for name in (
-            "_mark_input_truncated",
-            "_dispatch_playback_finished",
-            "_forward_next_playback_started",
-            "_forward_next_playback_progressed",
-        ):
-            assert callable(getattr(io.AudioOutput, name, None)), name
+        # overridden (livekit calls it on the top output) and called (to pass a
+        # cancellation up the way livekit's own wrappers count it)
+        assert "_mark_input_truncated" in vars(_livekit.TransparentOutput)
+        for name in ("_mark_input_truncated", "_dispatch_playback_finished"):
+            assert name in vars(io.AudioOutput), name
         assert list(inspect.signature(io.AudioOutput._mark_input_truncated).parameters) == ["self"]
         assert list(inspect.signature(io.AudioOutput._dispatch_playback_finished).parameters) == [
             "self",
             "ev",
         ]
 
-    async def test_speech_trace_context(self) -> None:
+    def test_capture_cancelled_event(self) -> None:
+        assert issubclass(io._CaptureCancelledEvent, io.PlaybackFinishedEvent)
+        assert _livekit._CaptureCancelledEvent is io._CaptureCancelledEvent
+
+    async def test_session_started_flag(self) -> None:
+        session: AgentSession[Any] = AgentSession()
+        assert "_started" in vars(session)
+        assert _livekit.session_started(session) is False
+
+    async def test_speech_handle_internals(self) -> None:
         handle = SpeechHandle.create()
         assert "_agent_turn_context" in vars(handle)
         assert _livekit.speech_trace_context(handle) is None
+        _livekit.mark_scheduled(handle)
+        assert handle.scheduled
+        _livekit.mark_done(handle, interrupted=True)
+        assert handle.done() and handle.interrupted
 
     def test_llm_stream_event_channel(self) -> None:
         # the channel an LLMStream._run hands its chunks to
         assert "_event_ch" in inspect.getsource(LLMStream.__init__)
         assert "send_nowait" in dir(_LLMEventChannel)
-
-    def test_capture_cancelled_event(self) -> None:
-        assert issubclass(io._CaptureCancelledEvent, io.PlaybackFinishedEvent)
-
-    def test_sink_proxy(self) -> None:
-        assert issubclass(io._AudioSinkProxy, io.AudioOutput)
-        assert "set_next_in_chain" in vars(io._AudioSinkProxy)
-
-    def test_hooked_output_overrides_exist_in_base(self) -> None:
-        # the overrides in HookedAudioOutput must shadow real base methods
-        for name in ("_mark_input_truncated", "_dispatch_playback_finished"):
-            assert name in vars(_livekit.HookedAudioOutput)
-            assert name in vars(io.AudioOutput)

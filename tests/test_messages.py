@@ -168,7 +168,8 @@ class TestUndecorated:
         warnings = [r for r in caplog.records if "track_messages" in r.getMessage()]
         assert len(warnings) == 1
         assert warnings[0].levelname == "WARNING"
-        assert getattr(warnings[0], "agent", None) == "UntrackedAgent"
+        assert getattr(warnings[0], "playback_hooks.agent", None) == "UntrackedAgent"
+        assert warnings[0].getMessage().startswith("UntrackedAgent.llm_node yields")
         # the markers still split the audio, and nothing is mislabelled
         assert len(off.sink.segments) == 3
         assert all(f.message_id.startswith("auto/") for f in finished)

@@ -27,12 +27,13 @@ from hypothesis.stateful import (
 )
 from livekit import rtc
 from livekit.agents import AgentSession
-from livekit.agents.voice.agent_activity import _SpeechHandleContextVar
 from livekit.agents.voice.events import SpeechCreatedEvent
 from livekit.agents.voice.io import AudioOutput, AudioOutputCapabilities
 from livekit.agents.voice.speech_handle import SpeechHandle
 
 import playback_hooks as ph
+from playback_hooks import _livekit
+from playback_hooks._ledger import ledger_for
 from playback_hooks.tracker import PlaybackTracker
 
 FRAME = rtc.AudioFrame(b"\x00\x00" * 240, 24000, 1, 240)  # 10 ms
@@ -81,7 +82,6 @@ class TrackerMachine(RuleBasedStateMachine):
         self.sink = ManualSink()
         self.session.output.audio = self.sink
         self.tracker = PlaybackTracker(self.session, self.loop)
-        self.output = self.session.output.audio
         self.events: list[Any] = []
         ph.message_playback_started.connect(self._record, sender=self.session, weak=False)
         ph.message_playback_finished.connect(self._record, sender=self.session, weak=False)
@@ -97,6 +97,13 @@ class TrackerMachine(RuleBasedStateMachine):
 
     examples = 0
 
+    @property
+    def output(self) -> AudioOutput:
+        # the tracker's output, on top of the sink since the first speech was created
+        audio = self.session.output.audio
+        assert audio is not None
+        return audio
+
     def _record(self, sender: Any, *, event: Any, **_: Any) -> None:
         self.events.append(event)
 
@@ -105,11 +112,11 @@ class TrackerMachine(RuleBasedStateMachine):
             self.loop.run_until_complete(asyncio.sleep(0))
 
     def _in_speech(self, handle: SpeechHandle, coro_fn: Any) -> Any:
-        token = _SpeechHandleContextVar.set(handle)
+        token = _livekit.speech_context.set(handle)
         try:
             return coro_fn()
         finally:
-            _SpeechHandleContextVar.reset(token)
+            _livekit.speech_context.reset(token)
 
     # -- handlers -----------------------------------------------------------------------
 
@@ -142,7 +149,7 @@ class TrackerMachine(RuleBasedStateMachine):
     def new_speech(self, scheduled: bool, say: bool) -> SpeechHandle:
         handle = SpeechHandle.create()
         if scheduled:
-            handle._mark_scheduled()
+            _livekit.mark_scheduled(handle)
         self.handles[handle.id] = handle
         self.scheduled[handle.id] = scheduled
         self.announced[handle.id] = 0
@@ -159,8 +166,11 @@ class TrackerMachine(RuleBasedStateMachine):
     @rule(handle=speeches, named=st.booleans(), has_segment=st.booleans())
     def announce(self, handle: SpeechHandle, named: bool, has_segment: bool) -> None:
         self.next_id += 1
-        msg = self.tracker._announce(
-            handle, f"m{self.next_id}" if named else None, {}, "llm", has_segment
+        ledger = ledger_for(handle)
+        if ledger is None:
+            return
+        msg = ledger.announce(
+            handle, f"m{self.next_id}" if named else None, {}, "llm", has_segment=has_segment
         )
         if msg is not None:
             self.announced[handle.id] += 1
@@ -175,20 +185,24 @@ class TrackerMachine(RuleBasedStateMachine):
     @rule(handle=speeches, begin=st.booleans())
     def realtime_item(self, handle: SpeechHandle, begin: bool) -> None:
         self.next_id += 1
-        msg = self.tracker._announce(handle, f"item{self.next_id}", {}, "realtime", True)
+        ledger = ledger_for(handle)
+        if ledger is None:
+            return
+        msg = ledger.announce(handle, f"item{self.next_id}", {}, "realtime", has_segment=True)
         if msg is None:
             return
         self.announced[handle.id] += 1
         self.items.setdefault(handle.id, []).append(msg)
         if begin:
-            self.tracker._realtime_item_begins(handle, msg)
+            ledger.item_begins(handle, msg)
             self._settle()
 
     @rule(handle=speeches, which=st.integers(0, 3))
     def realtime_begins(self, handle: SpeechHandle, which: int) -> None:
         items = self.items.get(handle.id, [])
-        if items:
-            self.tracker._realtime_item_begins(handle, items[which % len(items)])
+        ledger = ledger_for(handle)
+        if items and ledger is not None:
+            ledger.item_begins(handle, items[which % len(items)])
             self._settle()
 
     @rule(handle=speeches, frames=st.integers(1, 3), flush=st.booleans())
@@ -218,7 +232,7 @@ class TrackerMachine(RuleBasedStateMachine):
     @rule()
     def truncate(self) -> None:
         if self.capturing is not None:
-            self.output._mark_input_truncated()
+            _livekit.mark_input_truncated(self.output)
 
     @rule(pause=st.booleans())
     def pause_or_resume(self, pause: bool) -> None:
@@ -267,9 +281,7 @@ class TrackerMachine(RuleBasedStateMachine):
         if self.capturing is handle:
             self._in_speech(handle, self.output.flush)
             self.capturing = None
-        if interrupted:
-            handle._interrupt_fut.set_result(None)
-        handle._mark_done()
+        _livekit.mark_done(handle, interrupted=interrupted)
         self._settle()
 
     # -- the guarantees ---------------------------------------------------------------
@@ -317,7 +329,7 @@ class TrackerMachine(RuleBasedStateMachine):
         try:
             for handle in list(self.handles.values()):
                 if not handle.done():
-                    handle._mark_done()
+                    _livekit.mark_done(handle)
             self._settle()
             # the sink never reports what it still holds: the tracker ended those messages
             # when their speech ended; every message of a scheduled speech ended once
@@ -332,10 +344,11 @@ class TrackerMachine(RuleBasedStateMachine):
                 indexes = per_speech.get(speech_id, [])
                 assert indexes == list(range(len(indexes))), indexes
                 assert len(indexes) >= count
-            assert not self.tracker._speeches, "per-speech state left behind"
-            assert not self.tracker._bound, "messages left unfinished"
+            stats = self.tracker.stats()
+            assert stats.speeches == 0, "per-speech state left behind"
+            assert stats.unreleased_messages == 0, "messages left unfinished"
             self.loop.run_until_complete(self.tracker.aclose())
-            assert self.tracker._dispatcher.pending_tasks == 0
+            assert self.tracker.stats().handler_tasks == 0
         finally:
             logging.getLogger("playback_hooks").removeHandler(self.internal_errors)
             for signal in (ph.message_playback_started, ph.message_playback_finished):

@@ -70,6 +70,6 @@ class TestSoak:
         heard = [f for f in finished if f.played != "skipped"]
         assert [f.started_at for f in heard] == [seg.started_at for seg in off.sink.segments]
         assert [f.playback_position for f in heard] == [seg.position for seg in off.sink.segments]
-        assert off.tracker._speeches == {}
-        assert not off.tracker._bound
-        assert off.tracker._dispatcher.pending_tasks == 0
+        stats = off.tracker.stats()
+        assert (stats.unreleased_messages, stats.open_segments, stats.waiters) == (0, 0, 0)
+        assert stats.handler_tasks == 0

@@ -6,7 +6,9 @@ user, and how its playback ended, with the message's id and the app's metadata.
 
 from __future__ import annotations
 
-from .events import MessagePlaybackFinished, MessagePlaybackStarted, Played, Source
+from importlib import metadata as _metadata
+
+from .events import Event, MessagePlaybackFinished, MessagePlaybackStarted, Played, Source
 from .markers import MessageBoundary, track_messages
 from .signals import (
     disconnect,
@@ -16,16 +18,19 @@ from .signals import (
     on_message_played,
 )
 from .tracing import SPAN_NAME, enable_tracing
-from .tracker import PlaybackTracker, attach, tracker_for
+from .tracker import MessageNotPlayed, PlaybackTracker, TrackerStats, attach, tracker_for
 
 __all__ = [
+    "Event",
     "MessageBoundary",
+    "MessageNotPlayed",
     "MessagePlaybackFinished",
     "MessagePlaybackStarted",
     "PlaybackTracker",
     "Played",
     "SPAN_NAME",
     "Source",
+    "TrackerStats",
     "attach",
     "disconnect",
     "enable_tracing",
@@ -37,4 +42,7 @@ __all__ = [
     "tracker_for",
 ]
 
-__version__ = "0.1.0"
+try:
+    __version__ = _metadata.version("playback-hooks")
+except _metadata.PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0+unknown"

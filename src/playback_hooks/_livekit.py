@@ -1,28 +1,51 @@
 """Every private livekit-agents name this package relies on, in one place.
 
-livekit-agents 1.8.x exposes no public way to learn which speech a frame belongs to, that a
-TTS failed mid-segment, or that an avatar sink cancelled a capture. The names below are
-checked by ``tests/test_livekit_private.py``, which fails loudly when an upgrade renames or
-removes one of them.
+livekit-agents 1.8.x exposes no public way to learn which speech a frame belongs to, to put
+an output on top of the chain without re-attaching the chain below, that a TTS failed
+mid-segment, or that a remote sink cancelled a capture. Each name below says which releases
+have it and what happens where one is missing. ``tests/test_livekit_private.py`` fails
+loudly when an upgrade renames or removes one of them.
 """
 
 from __future__ import annotations
 
+from contextvars import ContextVar
+from typing import Any
+
+from livekit import rtc
+from livekit.agents import AgentSession
 from livekit.agents.llm import ChatChunk, LLMStream
+from livekit.agents.voice import agent_activity as _agent_activity
 from livekit.agents.voice import io as _io
-from livekit.agents.voice.agent_activity import _SpeechHandleContextVar
-from livekit.agents.voice.io import AudioOutput, PlaybackFinishedEvent
+from livekit.agents.voice.io import (
+    AgentOutput,
+    AudioOutput,
+    AudioOutputCapabilities,
+    PlaybackFinishedEvent,
+    PlaybackStartedEvent,
+)
 from livekit.agents.voice.speech_handle import SpeechHandle
 from opentelemetry import context as otel_context
 
 __all__ = [
-    "HookedAudioOutput",
+    "TransparentOutput",
     "current_speech",
+    "install_quietly",
     "send_chat_chunk",
-    "sink_behind_proxy",
+    "session_started",
+    "speech_context",
     "speech_trace_context",
-    "unhook_sink_proxy",
 ]
+
+# The speech whose task is running (1.8.0 - 1.8.9). Without it no segment could be bound to
+# its speech; every supported release has it, so its absence is an import error, on purpose.
+speech_context: ContextVar[SpeechHandle] = _agent_activity._SpeechHandleContextVar
+
+# A capture a remote sink cancelled before accepting audio (avatars); None in releases that
+# have no such event: then such a segment is reported by the sink like any other.
+_CaptureCancelledEvent: type[PlaybackFinishedEvent] | None = getattr(
+    _io, "_CaptureCancelledEvent", None
+)
 
 
 def current_speech() -> SpeechHandle | None:
@@ -32,69 +55,154 @@ def current_speech() -> SpeechHandle | None:
     stream pulls), which is why it is right where ``session.current_speech`` is not
     (preemptive generation, a queued reply generating while another one plays).
     """
-    return _SpeechHandleContextVar.get(None)
+    return speech_context.get(None)
 
 
-class HookedAudioOutput(AudioOutput):
-    """An ``AudioOutput`` whose private livekit hooks are turned into overridable methods."""
+def install_quietly(output: AgentOutput, audio: AudioOutput | None) -> None:
+    """Make ``audio`` the session's audio output without re-attaching the chain below it.
+
+    ``AgentOutput.audio``'s setter calls ``on_detached()`` on the old output and
+    ``on_attached()`` on the new one, down the whole chain; livekit's transcription
+    synchronizer reacts by rotating its segment, which cuts the transcript of a speech in
+    flight. Assigning ``AgentOutput._audio_sink`` (1.8.0 - 1.8.9) swaps the top alone. It
+    is safe at any moment: a speech reads ``session.output.audio`` once, when its task
+    starts, so speeches already running keep the output they hold and only later ones see
+    the new top. The chain below stays attached as it was.
+    """
+    output._audio_sink = audio
+
+
+def session_started(session: AgentSession[Any]) -> bool:
+    """Whether ``session.start()`` has completed (``AgentSession._started``, 1.8.0 - 1.8.9)."""
+    return bool(getattr(session, "_started", False))
+
+
+class TransparentOutput(AudioOutput):
+    """An ``AudioOutput`` on top of ``below`` that forwards every call and every report.
+
+    Unlike a plain wrapper, it does not make livekit put its swap proxy under it when
+    ``below`` is a bare sink (livekit's constructor does that for any wrapper in 1.8.7+):
+    the chain below is exactly what it was without it, and ``replace_audio_tail()`` does
+    what it did. It listens to ``below``'s reports through the public events and hands
+    them to ``_below_started`` / ``_below_finished`` / ``_below_progressed``, which
+    subclasses override; ``unlink()`` stops listening.
+    """
+
+    def __init__(self, below: AudioOutput, *, label: str) -> None:
+        super().__init__(
+            label=label,
+            capabilities=AudioOutputCapabilities(pause=True),
+            next_in_chain=None,
+            sample_rate=None,
+        )
+        self._below = below
+        below.on("playback_started", self._below_started)
+        below.on("playback_finished", self._on_below_finished)
+        below.on("playback_progressed", self._below_progressed)
+
+    @property
+    def next_in_chain(self) -> AudioOutput:
+        return self._below
+
+    @property
+    def sample_rate(self) -> int | None:
+        return self._below.sample_rate
+
+    def unlink(self) -> None:
+        """Stop listening to the output below (it keeps whatever else listens to it)."""
+        self._below.off("playback_started", self._below_started)
+        self._below.off("playback_finished", self._on_below_finished)
+        self._below.off("playback_progressed", self._below_progressed)
+
+    async def capture_frame(self, frame: rtc.AudioFrame) -> None:
+        await super().capture_frame(frame)
+        await self._below.capture_frame(frame)
+
+    def flush(self) -> None:
+        super().flush()
+        self._below.flush()
+
+    def clear_buffer(self) -> None:
+        self._below.clear_buffer()
 
     def _mark_input_truncated(self) -> None:
-        # livekit calls this on the top output just before flush() when the TTS failed
-        # mid-segment; it then counts the segment as partial.
-        self._on_input_truncated()
-        super()._mark_input_truncated()
+        # livekit calls this (1.8.x releases that have it) on the top output just before
+        # flush() when the TTS failed mid-segment, and counts the segment as partial. Where
+        # it is missing, such a segment ends as the sink reports it.
+        self._input_truncated()
+        forward = getattr(self._below, "_mark_input_truncated", None)
+        if forward is not None:
+            forward()
 
-    def _dispatch_playback_finished(self, ev: PlaybackFinishedEvent) -> None:
-        # A capture cancelled before the sink accepted audio (avatar data streams) is
-        # re-emitted by the base class without calling on_playback_finished().
-        cancelled = isinstance(ev, _io._CaptureCancelledEvent)
-        super()._dispatch_playback_finished(ev)
-        if cancelled:
-            self._on_capture_cancelled()
+    def _on_below_finished(self, ev: PlaybackFinishedEvent) -> None:
+        if _CaptureCancelledEvent is not None and isinstance(ev, _CaptureCancelledEvent):
+            self._below_cancelled(ev)
+        else:
+            self._below_finished(ev)
 
-    def _on_input_truncated(self) -> None:
-        """Called when the source of the segment being captured was cut short (TTS error)."""
+    def _pass_cancelled_up(self, ev: PlaybackFinishedEvent) -> None:
+        """Hand a cancelled capture up the way livekit's wrappers do (it counts as finished)."""
+        AudioOutput._dispatch_playback_finished(self, ev)
 
-    def _on_capture_cancelled(self) -> None:
-        """Called when the sink cancelled the segment before it accepted any audio."""
+    # -- for subclasses ---------------------------------------------------------------------
 
+    def _below_started(self, ev: PlaybackStartedEvent) -> None:
+        self.on_playback_started(created_at=ev.created_at)
 
-def sink_behind_proxy(output: AudioOutput) -> AudioOutput | None:
-    """Return the sink behind livekit's swap proxy, or None if ``output`` is no such proxy.
+    def _below_finished(self, ev: PlaybackFinishedEvent) -> None:
+        self.on_playback_finished(
+            playback_position=ev.playback_position,
+            interrupted=ev.interrupted,
+            synchronized_transcript=ev.synchronized_transcript,
+        )
 
-    A wrapper built over a sink with no ``next_in_chain`` gets livekit's ``_AudioSinkProxy``
-    in between (so ``replace_audio_tail`` can swap the sink later). The sink returned is
-    the one the proxy leads to now.
-    """
-    if not isinstance(output, _io._AudioSinkProxy):
-        return None
-    return output.next_in_chain
+    def _below_cancelled(self, ev: PlaybackFinishedEvent) -> None:
+        self._pass_cancelled_up(ev)
 
+    def _below_progressed(self, ev: Any) -> None:
+        self.on_playback_progressed(
+            started_at=ev.started_at, offset=ev.offset, duration=ev.duration
+        )
 
-def unhook_sink_proxy(output: AudioOutput) -> None:
-    """Make livekit's swap proxy stop listening to its sink.
-
-    Once the wrapper above it is gone, the proxy would otherwise keep receiving (and
-    warning about) playback events of segments nobody counted.
-    """
-    if not isinstance(output, _io._AudioSinkProxy):
-        return
-    sink = output.next_in_chain
-    sink.off("playback_finished", output._dispatch_playback_finished)
-    sink.off("playback_started", output._forward_next_playback_started)
-    sink.off("playback_progressed", output._forward_next_playback_progressed)
+    def _input_truncated(self) -> None:
+        """The source of the segment being captured was cut short (TTS error)."""
 
 
 def speech_trace_context(handle: SpeechHandle) -> otel_context.Context | None:
     """Return the OpenTelemetry context of the speech's open ``agent_turn`` span, if any.
 
     livekit opens one ``agent_turn`` span per speech while it generates and plays, and keeps
-    its context on the handle; spans created under it land in the same trace and turn.
+    its context on the handle (``SpeechHandle._agent_turn_context``); spans created under
+    it land in the same trace and turn. None where a release lacks it: the span's parent
+    is then the context current when tracing was enabled.
     """
     ctx = getattr(handle, "_agent_turn_context", None)
     return ctx if isinstance(ctx, otel_context.Context) else None
 
 
 def send_chat_chunk(stream: LLMStream, chunk: ChatChunk) -> None:
-    """Hand a chunk to livekit from ``LLMStream._run`` (how livekit's own plugins do it)."""
+    """Hand a chunk to livekit from ``LLMStream._run`` (``LLMStream._event_ch``, 1.8.0 - 1.8.9).
+
+    How livekit's own plugins do it; used by ``playback_hooks.testing.ScriptedLLM``.
+    """
     stream._event_ch.send_nowait(chunk)
+
+
+# -- for tests and benchmarks that drive a SpeechHandle by hand ------------------------------
+
+
+def mark_scheduled(handle: SpeechHandle) -> None:
+    """What livekit does when it schedules a speech (``SpeechHandle._mark_scheduled``)."""
+    handle._mark_scheduled()
+
+
+def mark_done(handle: SpeechHandle, *, interrupted: bool = False) -> None:
+    """What livekit does when a speech ends (``_mark_done``; ``_interrupt_fut`` if cut off)."""
+    if interrupted and not handle._interrupt_fut.done():
+        handle._interrupt_fut.set_result(None)
+    handle._mark_done()
+
+
+def mark_input_truncated(output: AudioOutput) -> None:
+    """What livekit does on the top output when the TTS failed mid-segment."""
+    output._mark_input_truncated()

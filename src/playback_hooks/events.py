@@ -1,12 +1,15 @@
-"""The two event payloads: a message started playing, a message's playback ended."""
+"""The event payloads: a message started playing, a message's playback ended."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, Literal
 
 __all__ = [
+    "EMPTY_METADATA",
+    "Event",
     "MessagePlaybackFinished",
     "MessagePlaybackStarted",
     "Played",
@@ -18,6 +21,9 @@ Source = Literal["llm", "realtime", "say"]
 
 Played = Literal["full", "partial", "skipped"]
 """How much of a message the user heard: all of it, the start of it, or none of it."""
+
+EMPTY_METADATA: Mapping[str, Any] = MappingProxyType({})
+"""The metadata of a message the application gave none."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,3 +83,7 @@ class MessagePlaybackFinished:
     transcript: str | None
     started_at: float | None
     finished_at: float
+
+
+Event = MessagePlaybackStarted | MessagePlaybackFinished
+"""Any event the signals send."""

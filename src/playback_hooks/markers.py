@@ -13,6 +13,9 @@ from livekit.agents.llm import ChatChunk
 from livekit.agents.types import FlushSentinel
 
 from . import _livekit
+from ._ledger import ledger_for
+from ._log import guarded
+from .events import EMPTY_METADATA
 from .ids import check_message_id, check_metadata
 
 __all__ = ["MessageBoundary", "track_messages"]
@@ -82,22 +85,21 @@ def track_messages(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        agent = args[0] if args and isinstance(args[0], Agent) else None
         result = fn(*args, **kwargs)
         if inspect.iscoroutine(result):
-            return _await_then_track(result, agent)
+            return _await_then_track(result)
         if isinstance(result, AsyncIterable):
-            return _track(result, agent)
+            return _track(result)
         return result
 
     setattr(wrapper, TRACKED_ATTR, True)
     return wrapper  # type: ignore[return-value]
 
 
-async def _await_then_track(coro: Any, agent: Agent | None) -> Any:
+async def _await_then_track(coro: Any) -> Any:
     result = await coro
     if isinstance(result, AsyncIterable):
-        return _track(result, agent)
+        return _track(result)
     return result
 
 
@@ -110,11 +112,15 @@ def _has_text(chunk: Any) -> bool:
     return False
 
 
-async def _track(stream: AsyncIterable[Any], agent: Agent | None) -> AsyncIterator[Any]:
+async def _track(stream: AsyncIterable[Any]) -> AsyncIterator[Any]:
     """Yield ``stream`` unchanged while announcing one message per segment it will create."""
-    from .tracker import announcer_for
+    handle = _livekit.current_speech()
+    ledger = ledger_for(handle)
 
-    announce = announcer_for(agent, _livekit.current_speech())
+    def announce(message_id: str | None, metadata: Mapping[str, Any], *, has_segment: bool) -> None:
+        if ledger is not None and handle is not None:
+            guarded(ledger.announce, handle, message_id, metadata, "llm", has_segment=has_segment)
+
     iterator = stream.__aiter__()
     pending: MessageBoundary | None = None  # marker waiting for its first text
     in_segment = False
@@ -126,24 +132,24 @@ async def _track(stream: AsyncIterable[Any], agent: Agent | None) -> AsyncIterat
                 break
 
             if isinstance(chunk, MessageBoundary):
-                if pending is not None and announce is not None:
-                    announce(pending.id, pending.metadata, False)
+                if pending is not None:
+                    # a marker followed by another: its message gets no segment
+                    announce(pending.id, pending.metadata, has_segment=False)
                 pending = chunk
                 in_segment = False
             elif isinstance(chunk, FlushSentinel):
                 in_segment = False
             elif not in_segment and _has_text(chunk):
                 in_segment = True
-                if announce is not None:
-                    if pending is not None:
-                        announce(pending.id, pending.metadata, True)
-                    else:
-                        announce(None, MappingProxyType({}), True)
+                if pending is not None:
+                    announce(pending.id, pending.metadata, has_segment=True)
+                else:
+                    announce(None, EMPTY_METADATA, has_segment=True)
                 pending = None
             yield chunk
     finally:
-        if pending is not None and announce is not None:
-            announce(pending.id, pending.metadata, False)
+        if pending is not None:
+            announce(pending.id, pending.metadata, has_segment=False)
         aclose = getattr(iterator, "aclose", None)
         if aclose is not None:
             await aclose()

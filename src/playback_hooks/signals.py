@@ -1,18 +1,16 @@
-"""The blinker signals, the decorators that subscribe to them, and isolated dispatch."""
+"""The blinker signals, and the decorators that subscribe handlers to them."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import inspect
-import logging
 from collections.abc import Callable, Iterable, Iterator, MutableSet
+from dataclasses import dataclass
 from typing import Any, TypeVar, overload
 
 from blinker import ANY, NamedSignal, Namespace, Signal
 from livekit.agents import AgentSession
 
-from .events import MessagePlaybackFinished, MessagePlaybackStarted
+from .events import Event, MessagePlaybackFinished, MessagePlaybackStarted
 
 __all__ = [
     "disconnect",
@@ -21,8 +19,6 @@ __all__ = [
     "on_message_finished",
     "on_message_played",
 ]
-
-logger = logging.getLogger("playback_hooks")
 
 
 class _OrderedSet(MutableSet[Any]):
@@ -83,139 +79,65 @@ message_playback_finished: Signal = _signal(
     """,
 )
 
-Event = MessagePlaybackStarted | MessagePlaybackFinished
-F = TypeVar("F", bound=Callable[..., Any])
-
-# Attribute under which a decorated handler keeps the receivers connected for it, so that
-# disconnect() can find them.
-_RECEIVERS_ATTR = "__playback_hooks_receivers__"
-
-# Set on a receiver whose async handler's task follows its message: the dispatcher cancels
-# that task when the same message's finished event says it was not heard in full.
-_FOLLOWS_ATTR = "__playback_hooks_follows_message__"
+StartedHandlerT = TypeVar("StartedHandlerT", bound=Callable[[MessagePlaybackStarted], object])
+FinishedHandlerT = TypeVar("FinishedHandlerT", bound=Callable[[MessagePlaybackFinished], object])
+HandlerT = TypeVar("HandlerT", bound=Callable[..., object])
 
 
-class Dispatcher:
-    """Delivers one session's events to the signals' receivers, outside the audio path.
+@dataclass(frozen=True, slots=True)
+class _Subscription:
+    signal: Signal
+    receiver: Callable[..., Any]
 
-    Events are queued in the order the tracker produces them and delivered on a later loop
-    iteration, so no receiver runs inside the sink's callback. Each receiver is isolated: an
-    exception is logged with the event's ids and the next receiver still runs. A receiver
-    that returns an awaitable (an ``async def`` handler) runs as a task this dispatcher owns.
+
+class _Registry:
+    """The receivers connected for each decorated handler, so ``disconnect()`` finds them.
+
+    Keyed by the handler itself: a bound method passed again (a new bound-method object of
+    the same method of the same object) compares equal and finds its subscriptions.
+    Handlers that cannot be hashed are looked up by equality in a short list.
     """
 
-    def __init__(self, sender: AgentSession[Any], loop: asyncio.AbstractEventLoop) -> None:
-        self._sender = sender
-        self._loop = loop
-        self._queue: list[tuple[Signal, Event]] = []
-        self._scheduled = False
-        self._closed = False
-        self._tasks: set[asyncio.Task[Any]] = set()
-        # tasks of cancel_on_partial handlers, per message (speech id, index): a message id
-        # may repeat, this pair cannot
-        self._following: dict[tuple[str, int], list[asyncio.Task[Any]]] = {}
+    def __init__(self) -> None:
+        self._hashable: dict[Any, list[_Subscription]] = {}
+        self._unhashable: list[tuple[Any, list[_Subscription]]] = []
 
-    @property
-    def pending_tasks(self) -> int:
-        """Handler tasks still running."""
-        return len(self._tasks)
+    def add(self, handler: Any, subscription: _Subscription) -> None:
+        try:
+            self._hashable.setdefault(handler, []).append(subscription)
+        except TypeError:
+            for known, subs in self._unhashable:
+                if known == handler:
+                    subs.append(subscription)
+                    return
+            self._unhashable.append((handler, [subscription]))
 
-    def send(self, signal: Signal, event: Event) -> None:
-        """Queue ``event`` for ``signal``'s receivers; delivery happens on a later iteration."""
-        if self._closed:
-            return
-        self._queue.append((signal, event))
-        if not self._scheduled:
-            self._scheduled = True
-            self._loop.call_soon(self._deliver_queued)
-
-    def deliver_pending(self) -> None:
-        """Deliver the queued events now instead of on the next loop iteration."""
-        if self._queue:
-            self._deliver_queued()
-
-    def close(self) -> list[asyncio.Task[Any]]:
-        """Stop delivering, cancel running handler tasks and return them for awaiting."""
-        self._closed = True
-        self._queue.clear()
-        self._following.clear()
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        return tasks
-
-    def _deliver_queued(self) -> None:
-        self._scheduled = False
-        queue, self._queue = self._queue, []
-        for signal, event in queue:
-            if self._closed:
-                return
-            if isinstance(event, MessagePlaybackFinished):
-                self._end_following(event)
-            self._deliver(signal, event)
-
-    def _deliver(self, signal: Signal, event: Event) -> None:
-        for receiver in list(signal.receivers_for(self._sender)):
-            try:
-                result = receiver(self._sender, event=event)
-            except Exception:
-                logger.exception(
-                    "playback handler raised",
-                    extra=_log_extra(event, receiver),
-                )
-                continue
-            if inspect.isawaitable(result):
-                task = self._start_task(result, event, receiver)
-                if isinstance(event, MessagePlaybackStarted) and getattr(
-                    receiver, _FOLLOWS_ATTR, False
-                ):
-                    key = (event.speech_id, event.index)
-                    self._following.setdefault(key, []).append(task)
-
-    def _end_following(self, event: MessagePlaybackFinished) -> None:
-        # Runs before the finished event's receivers, so they already see the cancellation.
-        tasks = self._following.pop((event.speech_id, event.index), [])
-        if event.played == "full":
-            return
-        for task in tasks:
-            if not task.done():
-                logger.debug(
-                    "cancelling a handler of a message not heard in full",
-                    extra={
-                        "message_id": event.message_id,
-                        "speech_id": event.speech_id,
-                        "played": event.played,
-                    },
-                )
-                task.cancel()
-
-    def _start_task(
-        self, awaitable: Any, event: Event, receiver: Callable[..., Any]
-    ) -> asyncio.Task[Any]:
-        task: asyncio.Task[Any] = asyncio.ensure_future(awaitable, loop=self._loop)
-        self._tasks.add(task)
-
-        def _done(t: asyncio.Task[Any]) -> None:
-            self._tasks.discard(t)
-            if t.cancelled():
-                return
-            if (exc := t.exception()) is not None:
-                logger.error(
-                    "async playback handler raised",
-                    exc_info=exc,
-                    extra=_log_extra(event, receiver),
-                )
-
-        task.add_done_callback(_done)
-        return task
+    def pop(self, handler: Any) -> list[_Subscription]:
+        try:
+            return self._hashable.pop(handler, [])
+        except TypeError:
+            for i, (known, subs) in enumerate(self._unhashable):
+                if known == handler:
+                    del self._unhashable[i]
+                    return subs
+            return []
 
 
-def _log_extra(event: Event, receiver: Callable[..., Any]) -> dict[str, Any]:
-    return {
-        "message_id": event.message_id,
-        "speech_id": event.speech_id,
-        "handler": getattr(receiver, "__qualname__", repr(receiver)),
-    }
+_registry = _Registry()
+
+# Receivers of cancel_on_partial handlers: the dispatcher cancels their tasks when the
+# message they started for is not heard in full.
+_following: set[Callable[..., Any]] = set()
+
+
+def follows_message(receiver: Callable[..., Any]) -> bool:
+    """Whether ``receiver``'s task is to be cancelled if its message is not heard in full."""
+    return receiver in _following
+
+
+def handler_name(receiver: Callable[..., Any]) -> str:
+    """The name logs give a handler or raw receiver."""
+    return getattr(receiver, "__qualname__", None) or repr(receiver)
 
 
 def _check_filters(
@@ -238,21 +160,38 @@ def _check_filters(
         )
 
 
+def _check_signature(decorator: str, fn: Callable[..., object]) -> None:
+    # Refused here rather than failing at the first message, far from the mistake.
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return  # no signature to check (some builtins): trust the caller
+    try:
+        signature.bind(None)
+    except TypeError:
+        raise TypeError(
+            f"{decorator}: handler {handler_name(fn)} must accept the event as its only "
+            f"positional argument; its signature is {signature}"
+        ) from None
+
+
 def _subscribe(
     signal: Signal,
     decorator: str,
-    fn: F,
+    fn: HandlerT,
     session: AgentSession[Any] | None,
     message_id: str | None,
+    *,
     cancel_on_partial: bool = False,
-) -> F:
+) -> HandlerT:
     if not callable(fn):
         raise TypeError(f"{decorator}: the handler must be callable, got {type(fn).__name__}")
     _check_filters(decorator, session, message_id, cancel_on_partial)
+    _check_signature(decorator, fn)
     if cancel_on_partial and not _is_async(fn):
         raise TypeError(
             f"{decorator}: cancel_on_partial=True needs an async handler (async def); "
-            f"{getattr(fn, '__qualname__', fn)!r} is not one"
+            f"{handler_name(fn)} is not one"
         )
 
     def receiver(sender: AgentSession[Any], *, event: Event, **_: Any) -> Any:
@@ -260,48 +199,45 @@ def _subscribe(
             return None
         return fn(event)
 
-    receiver.__qualname__ = getattr(fn, "__qualname__", receiver.__qualname__)
+    receiver.__qualname__ = handler_name(fn)
     if cancel_on_partial:
-        setattr(receiver, _FOLLOWS_ATTR, True)
+        _following.add(receiver)
     # Strong reference: a handler defined inside a function must not silently vanish.
     signal.connect(receiver, sender=ANY if session is None else session, weak=False)
-    receivers: list[tuple[Signal, Callable[..., Any]]] = getattr(fn, _RECEIVERS_ATTR, [])
-    receivers.append((signal, receiver))
-    # builtins and slotted callables cannot carry it: disconnect() cannot find them
-    with contextlib.suppress(AttributeError):
-        setattr(fn, _RECEIVERS_ATTR, receivers)
+    _registry.add(fn, _Subscription(signal, receiver))
     return fn
 
 
-def _is_async(fn: Callable[..., Any]) -> bool:
+def _is_async(fn: Callable[..., object]) -> bool:
     return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
         getattr(fn, "__call__", None)  # noqa: B004 - an object with an async __call__
     )
 
 
 @overload
-def on_message_played(fn: F, /) -> F: ...
+def on_message_played(fn: StartedHandlerT, /) -> StartedHandlerT: ...
 @overload
 def on_message_played(
     *,
     session: AgentSession[Any] | None = None,
     message_id: str | None = None,
     cancel_on_partial: bool = False,
-) -> Callable[[F], F]: ...
+) -> Callable[[StartedHandlerT], StartedHandlerT]: ...
 def on_message_played(
-    fn: F | None = None,
+    fn: StartedHandlerT | None = None,
     /,
     *,
     session: AgentSession[Any] | None = None,
     message_id: str | None = None,
     cancel_on_partial: bool = False,
-) -> F | Callable[[F], F]:
+) -> StartedHandlerT | Callable[[StartedHandlerT], StartedHandlerT]:
     """Run ``fn(event)`` when a message starts playing (``MessagePlaybackStarted``).
 
     Use bare (``@on_message_played``) or with filters
-    (``@on_message_played(session=s, message_id="answer")``). ``fn`` may be sync or async;
-    async handlers run as tasks owned by the session's tracker. The handler is registered
-    strongly and stays until ``disconnect(fn)``.
+    (``@on_message_played(session=s, message_id="answer")``). ``fn`` may be sync or async, a
+    function, a bound method, a ``functools.partial`` or a callable object, taking the
+    event as its one positional argument; async handlers run as tasks owned by the
+    session's tracker. The handler is held strongly until ``disconnect(fn)``.
 
     With ``cancel_on_partial=True`` (async handlers only) the handler's task follows its
     message: it is cancelled when that message's playback ends without being heard in full
@@ -310,63 +246,70 @@ def on_message_played(
     carries on.
 
     Raises:
-        TypeError: ``fn`` is not callable, a filter has the wrong type, or
-            ``cancel_on_partial=True`` is given for a handler that is not ``async def``.
+        TypeError: ``fn`` is not callable or cannot take the event as one positional
+            argument, a filter has the wrong type, or ``cancel_on_partial=True`` is given
+            for a handler that is not ``async def``.
         ValueError: ``message_id`` is empty.
     """
     if fn is not None:
         return _subscribe(message_playback_started, "on_message_played", fn, session, message_id)
     _check_filters("on_message_played", session, message_id, cancel_on_partial)
 
-    def decorate(f: F) -> F:
+    def decorate(f: StartedHandlerT) -> StartedHandlerT:
         return _subscribe(
             message_playback_started,
             "on_message_played",
             f,
             session,
             message_id,
-            cancel_on_partial,
+            cancel_on_partial=cancel_on_partial,
         )
 
     return decorate
 
 
 @overload
-def on_message_finished(fn: F, /) -> F: ...
+def on_message_finished(fn: FinishedHandlerT, /) -> FinishedHandlerT: ...
 @overload
 def on_message_finished(
     *, session: AgentSession[Any] | None = None, message_id: str | None = None
-) -> Callable[[F], F]: ...
+) -> Callable[[FinishedHandlerT], FinishedHandlerT]: ...
 def on_message_finished(
-    fn: F | None = None,
+    fn: FinishedHandlerT | None = None,
     /,
     *,
     session: AgentSession[Any] | None = None,
     message_id: str | None = None,
-) -> F | Callable[[F], F]:
+) -> FinishedHandlerT | Callable[[FinishedHandlerT], FinishedHandlerT]:
     """Run ``fn(event)`` when a message's playback ends (``MessagePlaybackFinished``).
 
-    Same forms and semantics as ``on_message_played``.
+    Same forms, handler kinds and errors as ``on_message_played``.
     """
     if fn is not None:
         return _subscribe(message_playback_finished, "on_message_finished", fn, session, message_id)
     _check_filters("on_message_finished", session, message_id)
 
-    def decorate(f: F) -> F:
+    def decorate(f: FinishedHandlerT) -> FinishedHandlerT:
         return _subscribe(message_playback_finished, "on_message_finished", f, session, message_id)
 
     return decorate
 
 
-def disconnect(fn: Callable[..., Any]) -> None:
+def disconnect(fn: Callable[..., object]) -> None:
     """Unregister a handler added with ``on_message_played`` / ``on_message_finished``.
+
+    ``fn`` is the handler as it was decorated; for a method, the same method of the same
+    object (``disconnect(obj.method)``). Every registration of it is removed.
 
     Raises:
         TypeError: ``fn`` is not callable.
+        ValueError: ``fn`` is not connected (never was, or already disconnected).
     """
     if not callable(fn):
         raise TypeError(f"disconnect(): the handler must be callable, got {type(fn).__name__}")
-    for signal, receiver in getattr(fn, _RECEIVERS_ATTR, []):
-        signal.disconnect(receiver)
-    with contextlib.suppress(AttributeError):
-        setattr(fn, _RECEIVERS_ATTR, [])
+    subscriptions = _registry.pop(fn)
+    if not subscriptions:
+        raise ValueError(f"disconnect(): handler {handler_name(fn)} is not connected")
+    for sub in subscriptions:
+        sub.signal.disconnect(sub.receiver)
+        _following.discard(sub.receiver)

@@ -1,268 +1,124 @@
-"""``PlaybackTracker``: turns the sink's per-segment playback events into message events."""
+"""``PlaybackTracker``: the façade and lifecycle of one session's playback reporting."""
 
 from __future__ import annotations
 
 import asyncio
-import logging
-import time
 import weakref
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Literal, TypeVar, overload
+from typing import Any, Literal, overload
 
-from livekit import rtc
 from livekit.agents import Agent, AgentSession
 from livekit.agents.llm import AgentHandoff
 from livekit.agents.voice.events import ConversationItemAddedEvent, SpeechCreatedEvent
-from livekit.agents.voice.io import AudioOutput, AudioOutputCapabilities
+from livekit.agents.voice.io import AudioOutput
 from livekit.agents.voice.speech_handle import SpeechHandle
 
 from . import _livekit
-from .events import MessagePlaybackFinished, MessagePlaybackStarted, Played, Source
-from .ids import auto_message_id, check_message_id, check_metadata
+from ._dispatch import Dispatcher
+from ._ledger import Ledger
+from ._log import guarded, logger
+from ._output import TrackingOutput
+from ._realtime import RealtimeTaps
+from .events import Event, MessagePlaybackFinished, MessagePlaybackStarted
+from .ids import check_message_id, check_metadata
 from .markers import watch_untracked
-from .signals import Dispatcher, Event, message_playback_finished, message_playback_started
 
-__all__ = ["PlaybackTracker", "attach", "tracker_for"]
+__all__ = ["MessageNotPlayed", "PlaybackTracker", "TrackerStats", "attach", "tracker_for"]
 
-logger = logging.getLogger("playback_hooks")
-
-_EMPTY: Mapping[str, Any] = MappingProxyType({})
-
-# How many message ids wait_for() remembers after their events (oldest forgotten first).
+# How many messages wait_for() remembers after their events (oldest forgotten first).
 _HISTORY_SIZE = 1024
 
 _trackers: weakref.WeakKeyDictionary[AgentSession[Any], PlaybackTracker] = (
     weakref.WeakKeyDictionary()
 )
 
-_T = TypeVar("_T")
-
-Announce = Callable[[str | None, Mapping[str, Any], bool], None]
+Kind = Literal["started", "finished"]
 
 
-@dataclass(eq=False)
-class _Message:
-    speech: _Speech
-    index: int
-    message_id: str | None  # None: named when it gets its segment (label or automatic id)
-    metadata: Mapping[str, Any]
-    source: Source
-    has_segment: bool = True  # False once it is known no segment will carry it
-    truncated: bool = False
-    started: MessagePlaybackStarted | None = None
-    started_at: float | None = None
-    finished: MessagePlaybackFinished | None = None
+class MessageNotPlayed(Exception):
+    """``wait_for(..., "started")``: the message finished without ever starting (skipped).
 
-
-@dataclass(eq=False)
-class _Speech:
-    handle: SpeechHandle
-    source: Source = "llm"
-    queue: deque[_Message] = field(default_factory=deque)  # announced, not yet bound
-    next_index: int = 0
-    label: tuple[str, Mapping[str, Any]] | None = None
-    label_used: bool = False
-    messages: int = 0  # messages created so far
-    auto_named: bool = False  # a message of it already got an automatic id
-
-
-def guarded(fn: Callable[..., _T], *args: Any) -> _T | None:
-    """Run a step of the tracker's bookkeeping that runs inside livekit's audio path.
-
-    Whatever goes wrong in it is logged, never raised into livekit: the audio goes on.
+    Attributes:
+        event: The message's ``MessagePlaybackFinished`` (``played == "skipped"``).
     """
-    try:
-        return fn(*args)
-    except Exception:
-        logger.exception(
-            "playback_hooks internal error; playback events may be incomplete",
-            extra={"step": getattr(fn, "__qualname__", repr(fn))},
-        )
-        return None
 
-
-class _TrackingOutput(_livekit.HookedAudioOutput):
-    """The transparent ``AudioOutput`` placed on top of the session's audio chain."""
-
-    def __init__(self, tracker: PlaybackTracker, next_in_chain: AudioOutput) -> None:
+    def __init__(self, event: MessagePlaybackFinished) -> None:
         super().__init__(
-            label=next_in_chain.label,
-            capabilities=AudioOutputCapabilities(pause=True),
-            next_in_chain=next_in_chain,
-            sample_rate=None,
+            f"message {event.message_id!r} of speech {event.speech_id} finished as "
+            f"{event.played} without starting"
         )
-        self._tracker: PlaybackTracker | None = tracker
-        # segments handed to the sink and not yet reported finished, oldest first; None
-        # stands for a segment no message was bound to
-        self._segments: deque[_Message | None] = deque()
-        self._capturing: _Message | None = None
-        self._capturing_any = False  # a frame of the current segment arrived
-        self._counted = False  # the base class counted the current segment
-        # what is below us never changes (livekit swaps sinks beneath its proxy), so the
-        # per-frame path skips the property lookup
-        self._below: AudioOutput = self.next_in_chain
+        self.event = event
 
-    @property
-    def next_in_chain(self) -> AudioOutput:
-        nxt = super().next_in_chain
-        assert nxt is not None
-        return nxt
 
-    @property
-    def sample_rate(self) -> int | None:
-        return self._below.sample_rate
+@dataclass(frozen=True, slots=True)
+class TrackerStats:
+    """How much state a tracker holds right now, for diagnostics and leak checks.
 
-    def release(self) -> None:
-        """Stop reporting; keep forwarding for speeches that still hold this output."""
-        self._tracker = None
-        self._segments.clear()
-        self._capturing = None
+    Attributes:
+        speeches: Speeches being reported that are not over yet.
+        unreleased_messages: Messages bound to audio whose finished event is not out yet.
+        open_segments: Segments handed to the sink whose end it has not reported yet.
+        waiters: ``wait_for()`` calls waiting.
+        history: Messages ``wait_for()`` remembers.
+        handler_tasks: Async handler tasks running.
+    """
 
-    async def capture_frame(self, frame: rtc.AudioFrame) -> None:
-        if self._capturing_any:
-            # the steady state: one attribute test, then the sink
-            if not self._counted:
-                self._counted = True
-                await super().capture_frame(frame)
-            await self._below.capture_frame(frame)
-            return
-        self._capturing_any = True
-        msg = self._guarded(self._bind, True)
-        self._capturing = msg
-        self._segments.append(msg)
-        try:
-            await self._below.capture_frame(frame)
-        except BaseException:
-            # The sink refused the segment's first frame, so it will never report this
-            # segment: do not count it (livekit's wait_for_playout() would wait forever)
-            # and end its message here.
-            self._guarded(self._segment_refused, msg)
-            raise
-        # Counted once the sink accepted the frame, unlike the usual super()-first order.
-        # The base class counts a segment on its first frame only, so later frames skip it.
-        self._counted = True
-        await super().capture_frame(frame)
+    speeches: int
+    unreleased_messages: int
+    open_segments: int
+    waiters: int
+    history: int
+    handler_tasks: int
 
-    def flush(self) -> None:
-        super().flush()
-        if not self._capturing_any:
-            # a segment with no audio (interrupted before its first frame, or a TTS that
-            # produced nothing): its message was never heard
-            self._guarded(self._bind, False)
-        self._capturing_any = False
-        self._counted = False
-        self._capturing = None
-        self._below.flush()
 
-    def clear_buffer(self) -> None:
-        self._below.clear_buffer()
-
-    def on_playback_started(self, *, created_at: float) -> None:
-        super().on_playback_started(created_at=created_at)
-        self._guarded(self._segment_started, created_at)
-
-    def on_playback_finished(
-        self,
-        *,
-        playback_position: float,
-        interrupted: bool,
-        synchronized_transcript: str | None = None,
-    ) -> None:
-        super().on_playback_finished(
-            playback_position=playback_position,
-            interrupted=interrupted,
-            synchronized_transcript=synchronized_transcript,
-        )
-        self._guarded(
-            self._segment_finished, playback_position, interrupted, synchronized_transcript
-        )
-
-    def _on_input_truncated(self) -> None:
-        if self._capturing is not None:
-            self._capturing.truncated = True
-
-    def _on_capture_cancelled(self) -> None:
-        self._guarded(self._segment_finished, 0.0, True, None)
-
-    def _guarded(self, fn: Callable[..., _T], *args: Any) -> _T | None:
-        if self._tracker is None:
-            return None
-        return guarded(fn, *args)
-
-    def _bind(self, has_audio: bool) -> _Message | None:
-        assert self._tracker is not None
-        return self._tracker._bind_segment(has_audio=has_audio)
-
-    def _segment_started(self, created_at: float) -> None:
-        if self._tracker is not None and self._segments:
-            msg = self._segments[0]
-            if msg is not None and msg.started_at is None:
-                self._tracker._message_started(msg, created_at)
-
-    def _segment_finished(self, position: float, interrupted: bool, transcript: str | None) -> None:
-        if self._tracker is None or not self._segments:
-            return
-        msg = self._segments.popleft()
-        if msg is not None:
-            self._tracker._message_finished(msg, position, interrupted, transcript)
-
-    def _segment_refused(self, msg: _Message | None) -> None:
-        if self._segments and self._segments[-1] is msg:
-            self._segments.pop()
-        self._capturing = None
-        if msg is not None and self._tracker is not None:
-            self._tracker._message_finished(msg, 0.0, True, None)
-
-    def _abandon(self, msg: _Message) -> None:
-        # the speech ended without the sink reporting this segment: absorb the late report
-        for i, seg in enumerate(self._segments):
-            if seg is msg:
-                self._segments[i] = None
+@dataclass(eq=False)
+class _Waiter:
+    speech_id: str | None
+    future: asyncio.Future[Event]
 
 
 class PlaybackTracker:
     """Reports, per assistant message, when its audio started playing and how it ended.
 
-    Get one with ``attach(session)``. The tracker is a façade: the ``AudioOutput`` it puts
-    on top of ``session.output.audio`` is private and transparent.
+    Get one with ``attach(session)``. The tracker puts a transparent ``AudioOutput`` on top
+    of ``session.output.audio`` (without re-attaching livekit's chain below it) before each
+    speech reads it, and reports every speech created after ``attach()``.
     """
 
     def __init__(self, session: AgentSession[Any], loop: asyncio.AbstractEventLoop) -> None:
-        audio = session.output.audio
-        if audio is None:
+        if _livekit.session_started(session) and session.output.audio is None:
             raise RuntimeError(
-                "playback_hooks.attach(): the session has no audio output; "
-                "call attach() after `await session.start(...)`"
+                "playback_hooks.attach(): the session has no audio output (it was started "
+                "with audio output disabled or without one), so nothing can be heard"
             )
         self._session = session
         self._loop = loop
         self._attached = True
-        self._previous = audio
-        self._output = _TrackingOutput(self, audio)
-        self._speeches: dict[str, _Speech] = {}
-        self._bound: deque[_Message] = deque()  # bound, finished event not yet emitted
-        self._history: OrderedDict[str, dict[str, Event]] = OrderedDict()
-        self._waiters: dict[tuple[str, str], list[asyncio.Future[Event]]] = {}
+        self._ledger = Ledger(self._on_event)
         self._dispatcher = Dispatcher(session, loop)
-        self._drain: asyncio.Future[Any] | None = None
-        self._replaced_warned = False
-
-        from .realtime import RealtimeTaps
-
-        self._taps = RealtimeTaps(self)
+        self._taps = RealtimeTaps(session, self._ledger)
+        self._output: TrackingOutput | None = None  # the one on top of the chain
+        self._outputs: list[TrackingOutput] = []  # every one installed, to unlink at the end
+        # per (speech id, message id): the events wait_for() can return at once
+        self._history: OrderedDict[tuple[str, str], dict[str, Event]] = OrderedDict()
+        self._latest_speech: dict[str, str] = {}  # message id -> speech of its last event
+        self._waiters: dict[tuple[str, Kind], list[_Waiter]] = {}
+        self._closed: asyncio.Future[None] = loop.create_future()
+        self._unwatch: dict[int, Callable[[], None]] = {}
+        self._warned_untracked: set[type[Agent]] = set()
 
         session.on("speech_created", self._on_speech_created)
         session.on("conversation_item_added", self._on_conversation_item_added)
         session.on("close", self._on_session_close)
-        self._unwatch: dict[int, Callable[[], None]] = {}
-        self._warned_untracked: set[type[Agent]] = set()
-
-        session.output.audio = self._output
-        self._watch_agent()
-        self._taps.tap_current_agent()
+        if _livekit.session_started(session):
+            self._install()
+            self._watch_agent()
+            self._taps.tap_current_agent()
+        # else: RoomIO and the recorder install their outputs inside start(); the tracker
+        # goes on top at the first speech (the greeting of on_enter, usually)
 
     # -- public API ----------------------------------------------------------------------
 
@@ -289,96 +145,122 @@ class PlaybackTracker:
             TypeError: ``handle`` is not a ``SpeechHandle``, ``id`` not a str, or
                 ``metadata`` not a mapping.
             ValueError: ``id`` is empty or reserved, or the speech was already labelled.
-            RuntimeError: the speech already started playing or is over.
+            RuntimeError: the tracker is detached, or the speech already started playing,
+                is over, or was created before ``attach()``.
         """
+        where = "PlaybackTracker.label()"
         if not isinstance(handle, SpeechHandle):
-            raise TypeError(
-                "PlaybackTracker.label(): handle must be a SpeechHandle, "
-                f"got {type(handle).__name__}"
-            )
-        check_message_id(id, "PlaybackTracker.label()", "id")
-        meta = MappingProxyType(dict(check_metadata(metadata, "PlaybackTracker.label()")))
+            raise TypeError(f"{where}: handle must be a SpeechHandle, got {type(handle).__name__}")
+        check_message_id(id, where, "id")
+        meta = MappingProxyType(dict(check_metadata(metadata, where)))
         if not self._attached:
-            raise RuntimeError("PlaybackTracker.label(): the tracker is detached")
+            raise RuntimeError(f"{where}: the tracker is detached")
         if handle.done():
-            raise RuntimeError(f"PlaybackTracker.label(): speech {handle.id} is already over")
-        speech = self._speech(handle)
-        if speech.label is not None:
-            raise ValueError(
-                f"PlaybackTracker.label(): speech {handle.id} is already labelled "
-                f"{speech.label[0]!r}"
-            )
-        if speech.auto_named:
-            raise RuntimeError(
-                f"PlaybackTracker.label(): speech {handle.id} already started playing; "
-                "label it right after say() / generate_reply()"
-            )
-        speech.label = (id, meta)
+            raise RuntimeError(f"{where}: speech {handle.id} is already over")
+        try:
+            self._ledger.label(handle, id, meta)
+        except (RuntimeError, ValueError) as e:
+            raise type(e)(f"{where}: {e}") from None
 
     @overload
     async def wait_for(
-        self, message_id: str, kind: Literal["started"] = ..., *, timeout: float | None = ...
+        self,
+        message_id: str,
+        kind: Literal["started"] = ...,
+        *,
+        speech: SpeechHandle | None = ...,
+        timeout: float | None = ...,
     ) -> MessagePlaybackStarted: ...
     @overload
     async def wait_for(
-        self, message_id: str, kind: Literal["finished"], *, timeout: float | None = ...
+        self,
+        message_id: str,
+        kind: Literal["finished"],
+        *,
+        speech: SpeechHandle | None = ...,
+        timeout: float | None = ...,
     ) -> MessagePlaybackFinished: ...
     async def wait_for(
         self,
         message_id: str,
-        kind: Literal["started", "finished"] = "started",
+        kind: Kind = "started",
         *,
+        speech: SpeechHandle | None = None,
         timeout: float | None = None,
     ) -> Any:
         """Wait for a message's started or finished event and return it.
 
-        Returns at once with the event if it already happened (the last ``1024`` message
-        ids are remembered). Ids are matched exactly; if an id repeats, the most recent
-        event is returned.
+        Returns at once with the event if it already happened (the last ``1024`` messages
+        are remembered). Ids are matched exactly. Without ``speech``, the most recent
+        message with that id counts, which may be an earlier turn's when ids repeat: pass
+        ``speech=handle`` to wait for the message of that speech only (or use per-turn ids).
 
         Raises:
+            MessageNotPlayed: ``kind`` is ``"started"`` and the message finished without
+                starting (skipped); raised as soon as that is known.
             TimeoutError: no such event within ``timeout`` seconds.
             RuntimeError: the tracker is (or gets) detached before the event.
-            TypeError: ``message_id`` is not a non-empty str, or ``timeout`` not a number.
+            TypeError: ``message_id`` is not a non-empty str, ``speech`` not a
+                ``SpeechHandle``, or ``timeout`` not a number.
             ValueError: ``kind`` is not ``"started"`` or ``"finished"``, or ``timeout`` < 0.
         """
+        where = "PlaybackTracker.wait_for()"
         if not isinstance(message_id, str) or not message_id:
-            raise TypeError("PlaybackTracker.wait_for(): message_id must be a non-empty str")
+            raise TypeError(f"{where}: message_id must be a non-empty str")
         if kind not in ("started", "finished"):
-            raise ValueError(
-                f"PlaybackTracker.wait_for(): kind must be 'started' or 'finished', got {kind!r}"
+            raise ValueError(f"{where}: kind must be 'started' or 'finished', got {kind!r}")
+        if speech is not None and not isinstance(speech, SpeechHandle):
+            raise TypeError(
+                f"{where}: speech must be a SpeechHandle or None, got {type(speech).__name__}"
             )
         if timeout is not None:
             if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-                raise TypeError(
-                    "PlaybackTracker.wait_for(): timeout must be a number of seconds or None"
-                )
+                raise TypeError(f"{where}: timeout must be a number of seconds or None")
             if timeout < 0:
-                raise ValueError("PlaybackTracker.wait_for(): timeout must be >= 0")
-        if (seen := self._history.get(message_id)) is not None and kind in seen:
-            return seen[kind]
+                raise ValueError(f"{where}: timeout must be >= 0")
+        speech_id = speech.id if speech is not None else self._latest_speech.get(message_id)
+        seen = self._history.get((speech_id, message_id)) if speech_id is not None else None
+        if seen is not None:
+            if kind in seen:
+                return seen[kind]
+            if isinstance(finished := seen.get("finished"), MessagePlaybackFinished):
+                raise MessageNotPlayed(finished)
         if not self._attached:
-            raise RuntimeError("PlaybackTracker.wait_for(): the tracker is detached")
-        fut: asyncio.Future[Event] = self._loop.create_future()
+            raise RuntimeError(f"{where}: the tracker is detached")
+        waiter = _Waiter(speech.id if speech is not None else None, self._loop.create_future())
         waiters = self._waiters.setdefault((message_id, kind), [])
-        waiters.append(fut)
+        waiters.append(waiter)
         try:
-            return await asyncio.wait_for(asyncio.shield(fut), timeout)
+            return await asyncio.wait_for(asyncio.shield(waiter.future), timeout)
         except asyncio.TimeoutError:
             raise TimeoutError(
                 f"message {message_id!r} was not {kind} within {timeout} s"
             ) from None
         finally:
-            if fut in waiters:
-                waiters.remove(fut)
+            waiters.remove(waiter)
             if not waiters:
                 self._waiters.pop((message_id, kind), None)
 
-    def detach(self) -> None:
-        """Stop reporting at once, restore the previous output and cancel handler tasks.
+    def stats(self) -> TrackerStats:
+        """The sizes of the tracker's state (all zero but ``history`` once it is idle)."""
+        counts = self._ledger.counts()
+        return TrackerStats(
+            speeches=counts.speeches,
+            unreleased_messages=counts.unreleased_messages,
+            open_segments=sum(output.open_segments for output in self._outputs),
+            waiters=sum(len(waiters) for waiters in self._waiters.values()),
+            history=len(self._history),
+            handler_tasks=self._dispatcher.running_tasks,
+        )
 
-        Safe to call twice. ``tracker_for(session)`` is None afterwards and ``attach()``
-        works again.
+    def detach(self) -> None:
+        """Stop reporting new speeches; finish reporting the ones in flight, then stop.
+
+        The tracker's output leaves the top of the chain at once (the chain below is not
+        touched), ``tracker_for(session)`` is None and ``attach()`` works again. Speeches
+        already being reported still get every event; once they are over, waiting
+        ``wait_for()`` calls fail and async handler tasks are cancelled (``aclose()``
+        waits for that). Safe to call twice.
         """
         if not self._attached:
             return
@@ -391,282 +273,117 @@ class PlaybackTracker:
         for unwatch in self._unwatch.values():
             unwatch()
         self._unwatch.clear()
-        # speeches that may still hold the wrapper keep playing through it
-        in_flight = [s.handle for s in self._speeches.values() if not s.handle.done()]
-        for speech in self._speeches.values():
-            speech.handle.remove_done_callback(self._on_speech_done)
-        self._speeches.clear()
-        self._bound.clear()
-        self._output.release()
-        if session.output.audio is self._output:
-            below = self._output.next_in_chain
-            sink = _livekit.sink_behind_proxy(below) if below is not self._previous else None
-            session.output.audio = sink if sink is not None else self._previous
-            if sink is not None:
-                # livekit put its swap proxy between us and a bare sink: unhook it once
-                # no speech can still play through it
-                self._unhook_when_done(below, in_flight)
-        elif session.output.audio is not None and not self._replaced_warned:
-            # (None: the session is closing)
-            logger.warning(
-                "playback_hooks: session.output.audio was replaced after attach(); "
-                "detach() leaves it as it is",
-                extra={"audio_output": repr(session.output.audio)},
+        if _trackers.get(session) is self:
+            del _trackers[session]
+        if self._output is not None and session.output.audio is self._output:
+            _livekit.install_quietly(session.output, self._output.next_in_chain)
+        self._ledger.stop_admitting(self._on_idle)
+
+    async def aclose(self) -> None:
+        """``detach()``, then wait until the speeches in flight are reported and every
+        handler task has finished."""
+        self.detach()
+        await asyncio.shield(self._closed)
+
+    def __repr__(self) -> str:
+        state = "attached" if self._attached else "detached"
+        return f"<PlaybackTracker {state} session={self._session!r}>"
+
+    # -- installing -----------------------------------------------------------------------
+
+    def _install(self) -> None:
+        """Put a tracking output on top of the chain, unless one of ours is in it already."""
+        top = self._session.output.audio
+        if top is None or (self._output is not None and _in_chain(top, self._output)):
+            return
+        if self._output is not None:
+            logger.info(
+                "session.output.audio was replaced after attach(); tracking the new output",
+                extra={"playback_hooks.audio_output": repr(top)},
             )
+        self._output = TrackingOutput(self._ledger, top)
+        self._outputs.append(self._output)
+        _livekit.install_quietly(self._session.output, self._output)
+
+    # -- events from the ledger -------------------------------------------------------------
+
+    def _on_event(self, event: Event) -> None:
+        kind: Kind = "started" if isinstance(event, MessagePlaybackStarted) else "finished"
+        key = (event.speech_id, event.message_id)
+        seen = self._history.get(key)
+        if seen is None or kind in seen or "finished" in seen:
+            # An id may repeat within a speech (two markers with the same id): an event of a
+            # kind already seen, or any event after a finished one, starts a new message.
+            seen = self._history[key] = {}
+        self._history.move_to_end(key)
+        seen[kind] = event
+        self._latest_speech[event.message_id] = event.speech_id
+        while len(self._history) > _HISTORY_SIZE:
+            (speech_id, message_id), _ = self._history.popitem(last=False)
+            if self._latest_speech.get(message_id) == speech_id:
+                del self._latest_speech[message_id]
+        self._wake(event, kind)
+        self._dispatcher.send(event)
+
+    def _wake(self, event: Event, kind: Kind) -> None:
+        for waiter in self._waiters.get((event.message_id, kind), ()):
+            if waiter.speech_id in (None, event.speech_id) and not waiter.future.done():
+                waiter.future.set_result(event)
+        if isinstance(event, MessagePlaybackFinished) and event.played == "skipped":
+            for waiter in self._waiters.get((event.message_id, "started"), ()):
+                if waiter.speech_id in (None, event.speech_id) and not waiter.future.done():
+                    waiter.future.set_exception(MessageNotPlayed(event))
+
+    # -- session events -------------------------------------------------------------------
+
+    def _on_speech_created(self, ev: SpeechCreatedEvent) -> None:
+        # Emitted before the speech's task reads session.output.audio: the moment to be on
+        # top of the chain, whatever RoomIO, the recorder or the app put there before.
+        guarded(self._install)
+        self._ledger.admit(ev.speech_handle, "say" if ev.source == "say" else "llm")
+        self._watch_agent()
+        self._taps.tap_current_agent()
+
+    def _on_conversation_item_added(self, ev: ConversationItemAddedEvent) -> None:
+        if isinstance(ev.item, AgentHandoff):
+            self._taps.watch_handoff()
+
+    def _on_session_close(self, _: Any) -> None:
+        self.detach()
+
+    def _on_idle(self) -> None:
+        # Every speech reported: deliver what is queued (its callback was scheduled before
+        # this one), then stop.
+        self._loop.call_soon(self._close)
+
+    def _close(self) -> None:
+        self._dispatcher.deliver_pending()
         tasks = self._dispatcher.close()
-        for (message_id, kind), futs in self._waiters.items():
-            for fut in futs:
-                if not fut.done():
-                    fut.set_exception(
+        for (message_id, kind), waiters in self._waiters.items():
+            for waiter in waiters:
+                if not waiter.future.done():
+                    waiter.future.set_exception(
                         RuntimeError(
                             f"PlaybackTracker.wait_for(): the tracker was detached before "
                             f"message {message_id!r} was {kind}"
                         )
                     )
-        self._waiters.clear()
-        if _trackers.get(session) is self:
-            del _trackers[session]
+        top = self._session.output.audio
+        for output in self._outputs:
+            # one still in the chain (something was put on top of it) keeps forwarding
+            if top is None or not _in_chain(top, output):
+                output.unlink()
+
+        def closed(_: Any = None) -> None:
+            if not self._closed.done():
+                self._closed.set_result(None)
+
         if tasks:
-            self._drain = asyncio.gather(*tasks, return_exceptions=True)
-
-    @staticmethod
-    def _unhook_when_done(proxy: AudioOutput, in_flight: list[SpeechHandle]) -> None:
-        pending = set(in_flight)
-        if not pending:
-            _livekit.unhook_sink_proxy(proxy)
-            return
-
-        def on_done(handle: SpeechHandle) -> None:
-            pending.discard(handle)
-            if not pending:
-                _livekit.unhook_sink_proxy(proxy)
-
-        for handle in in_flight:
-            handle.add_done_callback(on_done)
-
-    async def aclose(self) -> None:
-        """``detach()``, then wait until every handler task has finished."""
-        self.detach()
-        if self._drain is not None:
-            await self._drain
-
-    def __repr__(self) -> str:
-        state = "attached" if self._attached else "detached"
-        return f"<PlaybackTracker {state} output={self._output.label!r}>"
-
-    # -- announcing messages (markers, realtime items) ----------------------------------
-
-    def _speech(self, handle: SpeechHandle) -> _Speech:
-        speech = self._speeches.get(handle.id)
-        if speech is None:
-            speech = self._speeches[handle.id] = _Speech(handle)
-            handle.add_done_callback(self._on_speech_done)
-        return speech
-
-    def _announce(
-        self,
-        handle: SpeechHandle,
-        message_id: str | None,
-        metadata: Mapping[str, Any],
-        source: Source,
-        has_segment: bool,
-    ) -> _Message | None:
-        if not self._attached or handle.done():
-            return None
-        speech = self._speech(handle)
-        msg = self._new_message(speech, message_id, metadata, source)
-        msg.has_segment = has_segment
-        speech.queue.append(msg)
-        if not has_segment:
-            self._release_segmentless(speech)
-        return msg
-
-    def _new_message(
-        self, speech: _Speech, message_id: str | None, metadata: Mapping[str, Any], source: Source
-    ) -> _Message:
-        msg = _Message(speech, speech.next_index, message_id, metadata, source)
-        speech.next_index += 1
-        speech.messages += 1
-        return msg
-
-    def _realtime_item_begins(self, handle: SpeechHandle, msg: _Message) -> None:
-        """livekit started processing ``msg``: earlier unbound items will get no segment."""
-        speech = self._speeches.get(handle.id)
-        if speech is None or msg not in speech.queue:
-            return
-        for earlier in speech.queue:
-            if earlier is msg:
-                break
-            earlier.has_segment = False
-        self._release_segmentless(speech)
-
-    def _release_segmentless(self, speech: _Speech) -> None:
-        # messages known to get no segment, at the head of the queue, end as skipped now;
-        # _emit_ready() holds their events back until earlier messages have finished. Not
-        # before the speech is scheduled: a discarded preemptive speech reports nothing.
-        if not speech.handle.scheduled:
-            return
-        while speech.queue and not speech.queue[0].has_segment:
-            self._skip(speech.queue.popleft())
-
-    # -- binding segments to messages -----------------------------------------------------
-
-    def _bind_segment(self, *, has_audio: bool) -> _Message | None:
-        handle = _livekit.current_speech()
-        if handle is None or not self._attached:
-            return None
-        for other in list(self._speeches.values()):
-            if other.handle is not handle and other.handle.done():
-                self._finish_speech(other)
-        speech = self._speech(handle)
-        self._release_segmentless(speech)
-        if speech.queue:
-            msg = speech.queue.popleft()
+            asyncio.gather(*tasks, return_exceptions=True).add_done_callback(closed)
         else:
-            msg = self._new_message(speech, None, _EMPTY, speech.source)
-        if has_audio:
-            self._name(msg)
-            self._bound.append(msg)
-        else:
-            self._skip(msg)
-        self._release_segmentless(speech)
-        return msg
+            closed()
 
-    def _name(self, msg: _Message) -> None:
-        if msg.message_id is not None:
-            return
-        speech = msg.speech
-        if speech.label is not None and not speech.label_used:
-            speech.label_used = True
-            msg.message_id, msg.metadata = speech.label
-        else:
-            speech.auto_named = True
-            msg.message_id = auto_message_id(speech.handle.id, msg.index)
-
-    # -- playback -------------------------------------------------------------------------
-
-    def _message_started(self, msg: _Message, created_at: float) -> None:
-        msg.started_at = created_at
-        assert msg.message_id is not None
-        msg.started = MessagePlaybackStarted(
-            message_id=msg.message_id,
-            speech_id=msg.speech.handle.id,
-            index=msg.index,
-            source=msg.source,
-            metadata=msg.metadata,
-            started_at=created_at,
-        )
-        self._emit_ready()
-
-    def _message_finished(
-        self, msg: _Message, position: float, interrupted: bool, transcript: str | None
-    ) -> None:
-        if msg.finished is not None:
-            return
-        played: Played
-        if msg.started_at is None:
-            played, position = "skipped", 0.0
-            interrupted = interrupted or msg.speech.handle.interrupted
-        elif interrupted or msg.truncated:
-            played = "partial"
-        else:
-            played = "full"
-        msg.finished = self._finished_event(msg, played, interrupted, position, transcript)
-        self._emit_ready()
-
-    def _skip(self, msg: _Message) -> None:
-        self._name(msg)
-        msg.finished = self._finished_event(
-            msg, "skipped", msg.speech.handle.interrupted, 0.0, None
-        )
-        self._bound.append(msg)
-        self._emit_ready()
-
-    def _finished_event(
-        self,
-        msg: _Message,
-        played: Played,
-        interrupted: bool,
-        position: float,
-        transcript: str | None,
-    ) -> MessagePlaybackFinished:
-        assert msg.message_id is not None
-        return MessagePlaybackFinished(
-            message_id=msg.message_id,
-            speech_id=msg.speech.handle.id,
-            index=msg.index,
-            source=msg.source,
-            metadata=msg.metadata,
-            played=played,
-            interrupted=interrupted,
-            playback_position=max(0.0, float(position)),
-            transcript=transcript,
-            started_at=msg.started_at,
-            finished_at=time.time(),
-        )
-
-    def _emit_ready(self) -> None:
-        # Events leave strictly in playback order: a message's started event only once every
-        # earlier message has finished, its finished event right after.
-        while self._bound:
-            head = self._bound[0]
-            if head.started is not None:
-                self._emit(message_playback_started, head.started)
-                head.started = None
-            if head.finished is None:
-                return
-            self._bound.popleft()
-            self._emit(message_playback_finished, head.finished)
-
-    def _emit(self, signal: Any, event: Event) -> None:
-        kind = "started" if isinstance(event, MessagePlaybackStarted) else "finished"
-        seen = self._history.get(event.message_id)
-        if seen is None or (kind == "started" and "finished" in seen):
-            seen = self._history[event.message_id] = {}
-        self._history.move_to_end(event.message_id)
-        seen[kind] = event
-        while len(self._history) > _HISTORY_SIZE:
-            self._history.popitem(last=False)
-        for fut in self._waiters.get((event.message_id, kind), ()):
-            if not fut.done():
-                fut.set_result(event)
-        self._dispatcher.send(signal, event)
-
-    # -- speech lifecycle -----------------------------------------------------------------
-
-    def _on_speech_created(self, ev: SpeechCreatedEvent) -> None:
-        speech = self._speech(ev.speech_handle)
-        if ev.source == "say":
-            speech.source = "say"
-        self._check_output()
-        self._watch_agent()
-        self._taps.tap_current_agent()
-
-    def _on_speech_done(self, handle: SpeechHandle) -> None:
-        speech = self._speeches.get(handle.id)
-        if speech is not None:
-            self._finish_speech(speech)
-
-    def _finish_speech(self, speech: _Speech) -> None:
-        self._speeches.pop(speech.handle.id, None)
-        speech.handle.remove_done_callback(self._on_speech_done)
-        if not speech.handle.scheduled:
-            return  # a discarded (preemptive) generation: nothing was ever going to play
-        for msg in list(self._bound):
-            if msg.speech is speech and msg.finished is None:
-                # the sink never reported the end of this segment
-                self._output._abandon(msg)
-                self._message_finished(msg, self._estimate_position(msg), True, None)
-        while speech.queue:
-            self._skip(speech.queue.popleft())
-        if speech.label is not None and not speech.label_used and speech.messages == 0:
-            self._skip(self._new_message(speech, None, _EMPTY, speech.source))
-
-    @staticmethod
-    def _estimate_position(msg: _Message) -> float:
-        if msg.started_at is None:
-            return 0.0
-        return max(0.0, time.time() - msg.started_at)
+    # -- agents: untracked markers, realtime sessions ---------------------------------------
 
     def _watch_agent(self) -> None:
         try:
@@ -683,46 +400,38 @@ class PlaybackTracker:
         if type(agent) in self._warned_untracked:
             return
         self._warned_untracked.add(type(agent))
+        name = type(agent).__qualname__
         logger.warning(
-            "playback_hooks: an llm_node yields MessageBoundary markers but is not decorated "
-            "with @playback_hooks.track_messages; the markers only split the audio and the "
+            "%s.llm_node yields MessageBoundary markers but is not decorated with "
+            "@playback_hooks.track_messages; the markers only split the audio and the "
             "messages get automatic ids",
-            extra={"agent": type(agent).__qualname__},
+            name,
+            extra={"playback_hooks.agent": name},
         )
 
-    def _on_conversation_item_added(self, ev: ConversationItemAddedEvent) -> None:
-        if isinstance(ev.item, AgentHandoff):
-            self._taps.watch_handoff()
 
-    def _on_session_close(self, _: Any) -> None:
-        # the session's speeches are over and their events emitted: hand them out, then stop
-        self._dispatcher.deliver_pending()
-        self.detach()
-
-    def _check_output(self) -> None:
-        audio = self._session.output.audio
-        while audio is not None and audio is not self._output:
-            audio = audio.next_in_chain
-        if audio is None and not self._replaced_warned:
-            self._replaced_warned = True
-            logger.warning(
-                "playback_hooks: session.output.audio was replaced after attach(); no "
-                "playback events are reported until attach() is called again",
-                extra={"audio_output": repr(self._session.output.audio)},
-            )
-            _trackers.pop(self._session, None)
-            self.detach()
+def _in_chain(top: AudioOutput, output: AudioOutput) -> bool:
+    node: AudioOutput | None = top
+    while node is not None:
+        if node is output:
+            return True
+        node = node.next_in_chain
+    return False
 
 
 def attach(session: AgentSession[Any]) -> PlaybackTracker:
     """Start reporting message playback for ``session``; returns its ``PlaybackTracker``.
 
-    Call it after ``await session.start(...)`` (RoomIO installs the audio output there).
+    Call it before ``await session.start(...)`` (or any time after): the tracker goes on
+    top of the final output chain (after RoomIO, the transcription synchronizer and the
+    recorder) before the first speech reads it, so a greeting said in ``on_enter`` is
+    reported. Speeches created before ``attach()`` are not reported at all, never in part.
     Idempotent: a second call returns the same tracker.
 
     Raises:
         TypeError: ``session`` is not an ``AgentSession``.
-        RuntimeError: the session has no audio output yet, or no event loop is running.
+        RuntimeError: the session was started without an audio output, or no event loop
+            is running.
     """
     if not isinstance(session, AgentSession):
         raise TypeError(f"attach(): session must be an AgentSession, got {type(session).__name__}")
@@ -751,21 +460,3 @@ def tracker_for(session: AgentSession[Any]) -> PlaybackTracker | None:
             f"tracker_for(): session must be an AgentSession, got {type(session).__name__}"
         )
     return _trackers.get(session)
-
-
-def announcer_for(agent: Agent | None, handle: SpeechHandle | None) -> Announce | None:
-    """Return how ``@track_messages`` announces messages of ``handle``, or None if untracked."""
-    if agent is None or handle is None:
-        return None
-    try:
-        session = agent.session
-    except RuntimeError:
-        return None
-    tracker = _trackers.get(session)
-    if tracker is None:
-        return None
-
-    def announce(message_id: str | None, metadata: Mapping[str, Any], has_segment: bool) -> None:
-        guarded(tracker._announce, handle, message_id, metadata, "llm", has_segment)
-
-    return announce

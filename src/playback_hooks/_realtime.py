@@ -4,21 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
-from types import MappingProxyType
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 from typing import Any, TypeVar
 
-from livekit.agents import llm
+from livekit.agents import AgentSession, llm
 from livekit.agents.utils import is_given
 
 from . import _livekit
-from .tracker import PlaybackTracker, _Message, guarded
+from ._ledger import Ledger, Message
+from ._log import guarded
+from .events import EMPTY_METADATA
 
 __all__ = ["RealtimeTaps"]
 
 T = TypeVar("T")
-
-_NO_METADATA: Mapping[str, Any] = MappingProxyType({})
 
 # How long to look for the realtime session of an agent after a handoff, and how often.
 _HANDOFF_WATCH_SECONDS = 60.0
@@ -30,13 +29,14 @@ class RealtimeTaps:
 
     livekit's agent activity reads ``GenerationCreatedEvent.message_stream`` only later,
     inside the speech task; the tap replaces it with a stream that announces each
-    ``MessageGeneration`` to the tracker (id == ``message_id``) as livekit pulls it, and
-    tells the tracker when livekit starts processing an item (first pull of its audio or
+    ``MessageGeneration`` to the ledger (id == ``message_id``) as livekit pulls it, and
+    tells the ledger when livekit starts processing an item (first pull of its audio or
     text), so items that never produce a segment end as skipped in their place.
     """
 
-    def __init__(self, tracker: PlaybackTracker) -> None:
-        self._tracker = tracker
+    def __init__(self, session: AgentSession[Any], ledger: Ledger) -> None:
+        self._session = session
+        self._ledger = ledger
         self._sessions: weakref.WeakSet[llm.RealtimeSession[Any]] = weakref.WeakSet()
         self._watch: asyncio.Task[None] | None = None
         self._closed = False
@@ -46,7 +46,7 @@ class RealtimeTaps:
         if self._closed:
             return
         try:
-            rt_session = self._tracker.session.current_agent.realtime_llm_session
+            rt_session = self._session.current_agent.realtime_llm_session
         except RuntimeError:
             return  # no agent running, or not a realtime agent
         if rt_session in self._sessions:
@@ -73,7 +73,7 @@ class RealtimeTaps:
             await asyncio.sleep(_HANDOFF_POLL_SECONDS)
 
     def _uses_realtime_model(self) -> bool:
-        session = self._tracker.session
+        session = self._session
         try:
             model = session.current_agent.llm
         except RuntimeError:
@@ -103,12 +103,17 @@ class RealtimeTaps:
             handle = _livekit.current_speech()
             if handle is not None and not self._closed:
                 msg = guarded(
-                    self._tracker._announce, handle, item.message_id, _NO_METADATA, "realtime", True
+                    self._ledger.announce,
+                    handle,
+                    item.message_id,
+                    EMPTY_METADATA,
+                    "realtime",
+                    has_segment=True,
                 )
                 if msg is not None:
 
-                    def begins(handle: Any = handle, msg: _Message = msg) -> None:
-                        guarded(self._tracker._realtime_item_begins, handle, msg)
+                    def begins(handle: Any = handle, msg: Message = msg) -> None:
+                        guarded(self._ledger.item_begins, handle, msg)
 
                     item.audio_stream = _on_first_pull(item.audio_stream, begins)
                     item.text_stream = _on_first_pull(item.text_stream, begins)

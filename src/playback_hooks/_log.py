@@ -1,0 +1,30 @@
+"""The package's one logger, and the guard around bookkeeping that runs in livekit's tasks."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+__all__ = ["guarded", "logger"]
+
+logger = logging.getLogger("playback_hooks")
+
+_T = TypeVar("_T")
+
+
+def guarded(fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T | None:
+    """Run a bookkeeping step that runs inside livekit's audio path or speech tasks.
+
+    Whatever goes wrong in it is logged, never raised into livekit: the audio goes on.
+    """
+    try:
+        return fn(*args, **kwargs)
+    except Exception:
+        step = getattr(fn, "__qualname__", repr(fn))
+        logger.exception(
+            "internal error in %s; playback events may be incomplete",
+            step,
+            extra={"playback_hooks.step": step},
+        )
+        return None
