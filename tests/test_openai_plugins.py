@@ -1,34 +1,72 @@
 """Messages spoken through livekit's real OpenAI LLM and TTS, against a local scripted server.
 
-``livekit.plugins.openai.LLM`` and ``livekit.plugins.openai.TTS`` talk HTTP to
-``tests/openai_http_server.py``: replies stream from ``/v1/chat/completions`` in small
-deltas, and the plugin decodes the ``/v1/audio/speech`` audio, MP3 (its default) or raw
-PCM. Only the model's words and the audio length are scripted.
+The session runs ``livekit.plugins.openai.LLM`` and ``livekit.plugins.openai.TTS`` over HTTP
+to ``tests/openai_http_server.py``: each reply streams from ``/v1/chat/completions`` in
+small deltas, livekit's sentence tokenizer (the ``StreamAdapter`` around the non-streaming
+TTS) cuts it into ``/v1/audio/speech`` requests, and the plugin decodes the audio, MP3 (its
+default) or raw PCM. Only the model's words and the audio length are scripted.
 """
 
 from __future__ import annotations
 
 import io
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import av
 import pytest
-from livekit.agents import llm
+from livekit.agents import Agent, ModelSettings, llm
+from livekit.agents.types import FlushSentinel
 from livekit.plugins import openai
 
+import playback_hooks as ph
+from playback_hooks.testing import SimulatedSink
+
+from .conftest import Offline, StartSession
 from .openai_http_server import OpenAIHTTPServer, audio_seconds, pcm_speech
 
+# The sink plays four times as fast as real time: positions are still seconds of audio.
+SPEED = 4.0
+
+# Two replies of several sentences. Some are shorter than the tokenizer's minimum sentence
+# length, so it merges them; no sentence of one reply appears in the other.
 FIRST = "Sure. Here is the first reply, in a few sentences. It says hello. Then it stops."
+SECOND = (
+    "The second reply comes from another request. "
+    "It is longer than the first one, by design. Goodbye!"
+)
+FIRST_METADATA = {"kind": "preamble", "n": 1}
 
 # livekit's AudioEmitter ends a stream whose audio it had already flushed with a 10 ms frame
-# of silence (its end-of-segment marker). With raw PCM the plugin's emitter does so once per
-# request (the plugin flushes before the stream ends). An MP3 stream's last samples leave
-# the decoder only at the end of input, so they close it.
+# of silence (its end-of-segment marker), and the sink plays it. The StreamAdapter's emitter
+# does so once per segment (it flushes after every sentence); with raw PCM the plugin's own
+# emitter also does so once per request (the plugin flushes before the stream ends). An
+# MP3 stream's last samples leave the decoder only at the end of input, so they close it.
 END_MARKER = 0.01
 
 # Durations and positions are sums of frame durations: exact to far less than a sample.
 EXACT = 1e-6
+
+
+class TwoRequests(Agent):
+    """Speaks two messages, each the reply to its own request to the session's LLM."""
+
+    def __init__(self) -> None:
+        super().__init__(instructions="test agent")
+
+    @ph.track_messages
+    async def llm_node(
+        self,
+        chat_ctx: llm.ChatContext,
+        tools: list[llm.Tool],
+        model_settings: ModelSettings,
+    ) -> AsyncIterable[llm.ChatChunk | str | FlushSentinel]:
+        yield ph.MessageBoundary("first", metadata=FIRST_METADATA)
+        async for chunk in Agent.default.llm_node(self, chat_ctx, tools, model_settings):
+            yield chunk
+        yield ph.MessageBoundary("second")
+        async for chunk in Agent.default.llm_node(self, chat_ctx, tools, model_settings):
+            yield chunk
 
 
 @pytest.fixture
@@ -59,6 +97,57 @@ async def plugins(server: OpenAIHTTPServer) -> AsyncIterator[Plugins]:
     for llm_model, tts_model in made:
         await llm_model.aclose()
         await tts_model.aclose()
+
+
+Start = Callable[..., Awaitable[Offline]]
+
+
+@pytest.fixture
+def start_openai(server: OpenAIHTTPServer, plugins: Plugins, start_session: StartSession) -> Start:
+    """Start a ``TwoRequests`` session whose LLM and TTS are livekit's OpenAI plugins."""
+
+    async def _start(response_format: str | None, *, sink: SimulatedSink | None = None) -> Offline:
+        llm_model, tts_model = plugins(
+            **({"response_format": response_format} if response_format else {})
+        )
+        return await start_session(
+            TwoRequests(),
+            llm_model=llm_model,
+            tts_model=tts_model,
+            sink=sink or SimulatedSink(speed=SPEED),
+        )
+
+    return _start
+
+
+def requests_by_message(server: OpenAIHTTPServer, replies: list[str]) -> list[list[str]]:
+    """The speech request texts, grouped by the one reply each belongs to, in order.
+
+    A request holding text of two replies (or text of none) fails the test.
+    """
+    groups: list[list[str]] = [[] for _ in replies]
+    for request in server.speech_requests:
+        owners = [k for k, reply in enumerate(replies) if request.text in reply]
+        assert len(owners) == 1, f"speech request {request.text!r} is not part of one reply"
+        groups[owners[0]].append(request.text)
+    return groups
+
+
+def heard_seconds(texts: list[str], response_format: str | None) -> float:
+    """Seconds of audio the sink gets for one message spoken as these speech requests."""
+    per_request = END_MARKER if response_format == "pcm" else 0.0
+    return sum(audio_seconds(text) + per_request for text in texts) + END_MARKER
+
+
+def assistant_messages(off: Offline) -> list[llm.ChatMessage]:
+    return [
+        item
+        for item in off.session.history.items
+        if isinstance(item, llm.ChatMessage) and item.role == "assistant"
+    ]
+
+
+FORMATS = [pytest.param(None, id="default-mp3"), pytest.param("pcm", id="pcm")]
 
 
 class TestProtocol:
@@ -128,3 +217,93 @@ class TestProtocol:
                 assert container.format.name == "mp3"
                 assert len(container.streams.audio) == 1
             assert len(encoded) < len(pcm_speech(texts[0])) / 4
+
+
+class TestTwoRequests:
+    """Two LLM requests in one llm_node are two messages, each with exactly its own audio."""
+
+    @pytest.mark.parametrize("response_format", FORMATS)
+    async def test_two_replies_are_two_full_messages(
+        self, server: OpenAIHTTPServer, start_openai: Start, response_format: str | None
+    ) -> None:
+        off = await start_openai(response_format)
+        server.reply(FIRST, SECOND)
+        handle = off.session.generate_reply()
+        finished = await off.events.wait_finished(2)
+        await handle
+
+        assert off.events.timeline() == [
+            ("started", "first"),
+            ("finished", "first"),
+            ("started", "second"),
+            ("finished", "second"),
+        ]
+        started = off.events.started
+        assert [(e.message_id, e.index, e.source) for e in started] == [
+            ("first", 0, "llm"),
+            ("second", 1, "llm"),
+        ]
+        assert {e.speech_id for e in off.events.events} == {handle.id}
+        assert [dict(e.metadata) for e in started] == [FIRST_METADATA, {}]
+        assert [dict(f.metadata) for f in finished] == [FIRST_METADATA, {}]
+        assert [(f.played, f.interrupted) for f in finished] == [("full", False)] * 2
+
+        # one sink segment per message; each event carries that segment's own start
+        segments = off.sink.segments
+        assert len(segments) == 2
+        assert [e.started_at for e in started] == [s.started_at for s in segments]
+        assert [f.started_at for f in finished] == [s.started_at for s in segments]
+        assert [f.playback_position for f in finished] == [s.position for s in segments]
+
+        # each speech request holds text of one reply only, and together they are that reply
+        groups = requests_by_message(server, [FIRST, SECOND])
+        assert [" ".join(texts) for texts in groups] == [FIRST, SECOND]
+        assert all(len(texts) >= 2 for texts in groups)  # the tokenizer cut every reply
+        # so each message's position is the audio of its own text, and only of it
+        assert [f.playback_position for f in finished] == pytest.approx(
+            [heard_seconds(texts, response_format) for texts in groups], abs=EXACT
+        )
+
+        # two requests to the model, with the same context: the second is not a follow-up
+        assert len(server.chat_requests) == 2
+        first_request, second_request = server.chat_requests
+        assert first_request.body["messages"] == second_request.body["messages"]
+        assert first_request.body["messages"][0]["content"] == "test agent"
+
+        # livekit's own record is untouched: one assistant message with both replies in full
+        (message,) = assistant_messages(off)
+        assert message.text_content == FIRST + SECOND
+        assert message.interrupted is False
+        assert off.session.current_agent.chat_ctx.get_by_id(message.id) is not None
+
+    async def test_empty_second_reply_is_a_skipped_message(
+        self, server: OpenAIHTTPServer, start_openai: Start
+    ) -> None:
+        # The model answers the second request with no text at all (only the role, stop
+        # and usage chunks): livekit opens no second segment, so nothing of it plays.
+        off = await start_openai(None)
+        server.reply(FIRST, "")
+        handle = off.session.generate_reply()
+        finished = await off.events.wait_finished(2)
+        await handle
+
+        assert off.events.timeline() == [
+            ("started", "first"),
+            ("finished", "first"),
+            ("finished", "second"),
+        ]
+        assert [(f.message_id, f.index, f.played, f.interrupted) for f in finished] == [
+            ("first", 0, "full", False),
+            ("second", 1, "skipped", False),
+        ]
+        first, second = finished
+        assert len(off.sink.segments) == 1
+        assert first.started_at == off.sink.segments[0].started_at
+        assert first.playback_position == off.sink.segments[0].position
+        assert (second.started_at, second.playback_position) == (None, 0.0)
+        assert len(server.chat_requests) == 2
+        (texts,) = requests_by_message(server, [FIRST])
+        assert " ".join(texts) == FIRST
+        assert first.playback_position == pytest.approx(heard_seconds(texts, None), abs=EXACT)
+        (message,) = assistant_messages(off)
+        assert message.text_content == FIRST
