@@ -9,12 +9,14 @@ default) or raw PCM. Only the model's words and the audio length are scripted.
 
 from __future__ import annotations
 
+import asyncio
 import io
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import av
 import pytest
+from livekit import rtc
 from livekit.agents import Agent, ModelSettings, llm
 from livekit.agents.types import FlushSentinel
 from livekit.plugins import openai
@@ -67,6 +69,39 @@ class TwoRequests(Agent):
         yield ph.MessageBoundary("second")
         async for chunk in Agent.default.llm_node(self, chat_ctx, tools, model_settings):
             yield chunk
+
+
+class WatchedSink(SimulatedSink):
+    """A simulated sink a test can wait on until part of a segment has played."""
+
+    def __init__(self, *, speed: float, buffer_seconds: float = 0.2) -> None:
+        super().__init__(speed=speed, buffer_seconds=buffer_seconds)
+        self.buffer_seconds = buffer_seconds
+        self.played_at_least: list[float] = []
+        """Per segment, a lower bound of the seconds played so far."""
+        self._changed = asyncio.Event()
+
+    async def capture_frame(self, frame: rtc.AudioFrame) -> None:
+        await super().capture_frame(frame)
+        # capture_frame() returns only once the play head is at most buffer_seconds behind
+        # what was captured: read the bound now, before livekit hands over the next frame
+        index = len(self.segments) - 1
+        segment = self.segments[index]
+        self.played_at_least.extend([0.0] * (index + 1 - len(self.played_at_least)))
+        if not segment.cleared:  # an interruption releases it early
+            bound = segment.captured - self.buffer_seconds
+            self.played_at_least[index] = max(self.played_at_least[index], bound)
+        self._changed.set()
+
+    async def wait_played(self, segment: int, seconds: float, *, timeout: float = 10.0) -> None:
+        """Wait until at least ``seconds`` of the ``segment``-th segment have played."""
+
+        async def _wait() -> None:
+            while len(self.played_at_least) <= segment or self.played_at_least[segment] < seconds:
+                self._changed.clear()
+                await self._changed.wait()
+
+        await asyncio.wait_for(_wait(), timeout)
 
 
 @pytest.fixture
@@ -307,3 +342,49 @@ class TestTwoRequests:
         assert first.playback_position == pytest.approx(heard_seconds(texts, None), abs=EXACT)
         (message,) = assistant_messages(off)
         assert message.text_content == FIRST
+
+
+class TestInterruption:
+    """Interrupted during the second reply: the first played in full, the second in part."""
+
+    async def test_interrupted_during_second_message(
+        self, server: OpenAIHTTPServer, start_openai: Start
+    ) -> None:
+        # half as fast as the other tests: the interruption lands well before the end
+        sink = WatchedSink(speed=SPEED / 2)
+        off = await start_openai(None, sink=sink)
+        server.reply(FIRST, SECOND)
+        handle = off.session.generate_reply()
+        await off.tracker.wait_for("second", "started", timeout=10)
+        await sink.wait_played(1, 0.4)
+        off.session.interrupt()
+        finished = await off.events.wait_finished(2)
+        await handle
+
+        assert off.events.timeline() == [
+            ("started", "first"),
+            ("finished", "first"),
+            ("started", "second"),
+            ("finished", "second"),
+        ]
+        assert [(f.message_id, f.index, f.played, f.interrupted) for f in finished] == [
+            ("first", 0, "full", False),
+            ("second", 1, "partial", True),
+        ]
+        first, second = finished
+        segments = sink.segments
+        assert len(segments) == 2
+        assert [f.started_at for f in finished] == [s.started_at for s in segments]
+        groups = requests_by_message(server, [FIRST, SECOND])
+        assert first.playback_position == segments[0].position
+        assert first.playback_position == pytest.approx(heard_seconds(groups[0], None), abs=EXACT)
+        # the second's own position (not counted from the speech's start): what the sink played
+        assert segments[1].interrupted
+        assert second.playback_position == segments[1].position
+        assert 0.4 <= second.playback_position < audio_seconds(SECOND)
+        assert handle.interrupted
+
+        # livekit records the reply as interrupted, with the first reply heard in full
+        (message,) = assistant_messages(off)
+        assert message.interrupted is True
+        assert message.text_content is not None and message.text_content.startswith(FIRST)
