@@ -258,6 +258,30 @@ class TestSynchronizerOverSink:
         check_cut_in_m2(tracked)
         assert_livekit_unchanged(tracked, untracked)
 
+    @pytest.mark.xfail(
+        strict=True,
+        raises=AssertionError,
+        reason="attach() after start() reassigns session.output.audio: the synchronizer's "
+        "audio output is detached and re-attached, TranscriptSynchronizer rotates its "
+        "segment, and the closed segment flushes the transcription output once with no "
+        "text before the first reply",
+    )
+    async def test_transcription_output_gets_the_same_calls(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        script: list[Item] = [boundary("only"), "Hi."]
+
+        async def one_message(run: ChainRun) -> None:
+            await run.session.generate_reply()
+            await run.text.wait_flushed(1)
+
+        untracked = await play(caplog, script, one_message, tracked=False)
+        tracked = await play(caplog, script, one_message, tracked=True)
+
+        assert_livekit_unchanged(tracked, untracked)
+        # every capture_text() and flush() in order, not only the segments they make
+        assert tracked.run.text.ops == untracked.run.text.ops
+
 
 class TestRecorderOnTop:
     """With livekit's RecorderIO on top of RoomIO's chain, as a recording job builds it."""
