@@ -278,7 +278,7 @@ class ChainRun:
     room: OfflineRoom | None = None
 
     def attach(self) -> ph.PlaybackTracker:
-        """Attach the tracker the way the current API wants it: after ``session.start()``."""
+        """Attach the tracker (and collect its events)."""
         self.tracker = ph.attach(self.session)
         self.events = EventCollector(self.session)
         return self.tracker
@@ -327,7 +327,8 @@ async def start_chain(
         sink: ``"simulated"`` for a ``SimulatedSink``, ``"room"`` for RoomIO's
             ``_ParticipantAudioOutput`` over ``rtc.AudioSource`` with an ``OfflineRoom``.
         record_to: Put livekit's ``RecorderIO`` on top, recording to this file.
-        tracked: Attach the tracker (``ChainRun.attach()``) after ``session.start()``.
+        tracked: Attach the tracker (``ChainRun.attach()``) before ``session.start()``, the
+            order the docs teach.
         session_kwargs: More ``AgentSession`` options.
     """
     session: AgentSession[Any] = AgentSession(llm=ScriptedLLM([]), tts=SineTTS(), **session_kwargs)
@@ -362,9 +363,9 @@ async def start_chain(
         await recorder.start(output_path=record_to)
         run.recorder = recorder
 
-    await session.start(agent, record=False)
     if tracked:
         run.attach()
+    await session.start(agent, record=False)
     return run
 
 

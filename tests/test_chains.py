@@ -20,6 +20,7 @@ import pytest
 from livekit.agents.voice.events import AgentFalseInterruptionEvent, AgentStateChangedEvent
 from livekit.agents.voice.speech_handle import SpeechHandle
 
+import playback_hooks as ph
 from playback_hooks.testing import SimulatedSink
 
 from .agents import Item, ScriptAgent, boundary
@@ -467,3 +468,115 @@ class TestInstallingWhileAMessagePlays:
         (finished,) = run.events.finished
         assert finished.played == "full"
         assert finished.playback_position == run.sink_reports.finished[0].playback_position
+
+
+GREETING = "Hello and welcome, how can I help you today?"
+
+
+class GreetingAgent(ScriptAgent):
+    """Says a labelled greeting from ``on_enter``, as most apps do."""
+
+    async def on_enter(self) -> None:
+        handle = self.session.say(GREETING)
+        tracker = ph.tracker_for(self.session)
+        if tracker is not None:
+            tracker.label(handle, "greeting", metadata={"kind": "greeting"})
+
+
+async def greet_then_reply(run: ChainRun) -> None:
+    """The greeting plays out, then one reply of one message."""
+    await run.text.wait_flushed(1)
+    await then_wait_flushed(run, run.session.generate_reply(), 2)
+
+
+async def then_wait_flushed(run: ChainRun, handle: SpeechHandle, segments: int) -> None:
+    await handle
+    await run.text.wait_flushed(segments)
+
+
+async def play_greeting(
+    caplog: pytest.LogCaptureFixture,
+    scenario: Scenario,
+    *,
+    tracked: bool,
+    **chain_kwargs: Any,
+) -> Outcome:
+    """Like ``play()``, with an agent that greets from ``on_enter``."""
+    for name in WATCHED_LOGGERS:
+        caplog.set_level(logging.WARNING, logger=name)
+    caplog.clear()
+    run = await start_chain(GreetingAgent(marked(ONE)), tracked=tracked, **chain_kwargs)
+    outcome = Outcome(run)
+    try:
+        await scenario(run)
+        outcome.tracker_on_top = run.tracker is not None and run.tracker.attached
+        output = run.session.output.audio
+        while output is not None:
+            outcome.chain.append(type(output).__name__)
+            output = output.next_in_chain
+    finally:
+        await run.aclose()
+    outcome.warnings = [
+        f"{r.name}: {r.getMessage()}"
+        for r in caplog.records
+        if r.levelno >= logging.WARNING and r.name.startswith(WATCHED_LOGGERS)
+    ]
+    return outcome
+
+
+class TestGreetingInOnEnter:
+    """attach() before start(): the greeting said in on_enter is reported like any message."""
+
+    @pytest.mark.parametrize("sink", ["simulated", "room"])
+    async def test_attach_before_start_reports_the_greeting(
+        self, caplog: pytest.LogCaptureFixture, sink: str
+    ) -> None:
+        untracked = await play_greeting(caplog, greet_then_reply, tracked=False, sink=sink)
+        tracked = await play_greeting(caplog, greet_then_reply, tracked=True, sink=sink)
+
+        assert_livekit_unchanged(tracked, untracked)
+        assert untracked.run.text.segments == [GREETING, *ONE]
+        run = tracked.run
+        assert run.events is not None
+        assert run.events.timeline() == [
+            ("started", "greeting"),
+            ("finished", "greeting"),
+            ("started", "m1"),
+            ("finished", "m1"),
+        ]
+        greeting, _ = run.events.finished
+        assert (greeting.source, greeting.index, dict(greeting.metadata)) == (
+            "say",
+            0,
+            {"kind": "greeting"},
+        )
+        assert [f.played for f in run.events.finished] == ["full", "full"]
+        # the sink's own clock, and livekit's own transcript of each segment
+        assert [e.started_at for e in run.events.started] == run.sink_reports.started
+        assert [f.started_at for f in run.events.finished] == run.sink_reports.started
+        assert [f.playback_position for f in run.events.finished] == [
+            ev.playback_position for ev in run.sink_reports.finished
+        ]
+        assert [f.transcript for f in run.events.finished] == run.transcripts
+        assert run.transcripts == [GREETING, *ONE]
+
+    async def test_attach_after_start_while_the_greeting_plays(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        async def attach_mid_greeting(run: ChainRun) -> None:
+            await run.text.wait_for_words(0, 2)
+            run.attach()
+            await greet_then_reply(run)
+
+        untracked = await play_greeting(caplog, greet_then_reply, tracked=False)
+        attached = await play_greeting(caplog, attach_mid_greeting, tracked=False)
+
+        assert_livekit_unchanged(attached, untracked)
+        assert attached.run.text.segments == [GREETING, *ONE]  # the whole greeting was shown
+        run = attached.run
+        assert run.events is not None
+        # the greeting started before attach(): not reported at all; the reply is
+        assert run.events.timeline() == [("started", "m1"), ("finished", "m1")]
+        (reply,) = run.events.finished
+        assert reply.started_at == run.sink_reports.started[1]
+        assert reply.transcript == run.transcripts[1] == ONE[0]
