@@ -18,6 +18,7 @@ from .installed import RECIPE_REQUIREMENTS, ROOT, Installed, installed_package
 
 RECIPE = ROOT / "docs" / "recipes" / "testing.md"
 API = ROOT / "docs" / "reference" / "api.md"
+CODE_WIDTH = 76
 
 FENCE = re.compile(r"^```(\w+)(?: title=\"([^\"]+)\")?\n(.*?)^```$", re.S | re.M)
 
@@ -44,6 +45,17 @@ class TestTestingRecipe:
         assert all(lang == "bash" for lang, title, _ in blocks if not title)
         # the install line names exactly what the fresh environment gets beside the wheel
         assert commands == [f"pip install playback-hooks {' '.join(RECIPE_REQUIREMENTS)}", "pytest"]
+
+    def test_code_fits_the_page(self) -> None:
+        # the site's code column shows 76 characters at 1280 px: a reader copying the
+        # recipe should not have to scroll sideways to see the end of a line
+        wide = [
+            line
+            for _, _, code in _blocks(RECIPE.read_text(encoding="utf-8"))
+            for line in code.splitlines()
+            if len(line) > CODE_WIDTH
+        ]
+        assert wide == []
 
     def test_passes_as_printed(self, installed: Installed, tmp_path: Path) -> None:
         project = tmp_path / "project"
