@@ -46,7 +46,9 @@ class TestSdist:
             "docs/recipes/testing.md",
         ):
             assert wanted in names
-        dev_only = [n for n in names if n.startswith((".ci/", ".github/", "benchmarks/"))]
+        dev_only = [
+            n for n in names if n.startswith((".ci/", ".github/", "benchmarks/", "scripts/"))
+        ]
         assert dev_only == []
         # the benchmarks stay out, so does the test that imports them
         assert "tests/test_benchmarks_smoke.py" not in names
