@@ -45,3 +45,9 @@ fuzz: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build dist .mypy_cache .ruff_cache .pytest_cache demo-output
+
+# PNGs of the API reference pages as a reader sees them, in screenshots/ (git-ignored):
+# builds the site, serves it on 127.0.0.1, shoots with headless Chromium (Debian: chromium).
+.PHONY: screenshots
+screenshots: docs
+	$(BIN)/python scripts/screenshots.py --site site --out screenshots
