@@ -51,9 +51,11 @@ async def start_session() -> AsyncIterator[StartSession]:
             **session_kwargs,
         )
         session.output.audio = sink
-        await session.start(agent, record=False)
+        # attached before start(), as the docs teach; events are collected from the start
         tracker = ph.attach(session) if attach else None
-        off = Offline(session, sink, tracker, EventCollector(session))  # type: ignore[arg-type]
+        events = EventCollector(session)
+        await session.start(agent, record=False)
+        off = Offline(session, sink, tracker, events)  # type: ignore[arg-type]
         started.append(off)
         return off
 
