@@ -41,8 +41,9 @@ __all__ = [
 # its speech; every supported release has it, so its absence is an import error, on purpose.
 speech_context: ContextVar[SpeechHandle] = _agent_activity._SpeechHandleContextVar
 
-# A capture a remote sink cancelled before accepting audio (avatars); None in releases that
-# have no such event: then such a segment is reported by the sink like any other.
+# A capture a remote sink cancelled before accepting audio (avatars): 1.8.9. None in
+# 1.8.0 - 1.8.8, which have no such event: there a remote sink reports such a segment
+# like any other (finished, interrupted, position 0), and the message ends skipped.
 _CaptureCancelledEvent: type[PlaybackFinishedEvent] | None = getattr(
     _io, "_CaptureCancelledEvent", None
 )
@@ -81,8 +82,8 @@ class TransparentOutput(AudioOutput):
     """An ``AudioOutput`` on top of ``below`` that forwards every call and every report.
 
     Unlike a plain wrapper, it does not make livekit put its swap proxy under it when
-    ``below`` is a bare sink (livekit's constructor does that for any wrapper in 1.8.7+):
-    the chain below is exactly what it was without it, and ``replace_audio_tail()`` does
+    ``below`` is a bare sink (livekit's constructor does that for any wrapper, in every
+    1.8.x release): the chain below is exactly what it was without it, and ``replace_audio_tail()`` does
     what it did. It listens to ``below``'s reports through the public events and hands
     them to ``_below_started`` / ``_below_finished`` / ``_below_progressed``, which
     subclasses override; ``unlink()`` stops listening.
@@ -126,9 +127,10 @@ class TransparentOutput(AudioOutput):
         self._below.clear_buffer()
 
     def _mark_input_truncated(self) -> None:
-        # livekit calls this (1.8.x releases that have it) on the top output just before
-        # flush() when the TTS failed mid-segment, and counts the segment as partial. Where
-        # it is missing, such a segment ends as the sink reports it.
+        # livekit (1.8.6 - 1.8.9) calls this on the top output just before flush() when the
+        # TTS failed mid-segment, and counts the segment as partial. 1.8.0 - 1.8.5 never
+        # call it: there such a message ends as the sink reports it (usually "full", with
+        # the position of the audio that was synthesized).
         self._input_truncated()
         forward = getattr(self._below, "_mark_input_truncated", None)
         if forward is not None:
@@ -141,7 +143,11 @@ class TransparentOutput(AudioOutput):
             self._below_finished(ev)
 
     def _pass_cancelled_up(self, ev: PlaybackFinishedEvent) -> None:
-        """Hand a cancelled capture up the way livekit's wrappers do (it counts as finished)."""
+        """Hand a cancelled capture up the way livekit's wrappers do (it counts as finished).
+
+        ``AudioOutput._dispatch_playback_finished``: 1.8.9, the only release with cancelled
+        captures, so never called on the others.
+        """
         AudioOutput._dispatch_playback_finished(self, ev)
 
     # -- for subclasses ---------------------------------------------------------------------
@@ -173,7 +179,8 @@ def speech_trace_context(handle: SpeechHandle) -> otel_context.Context | None:
 
     livekit opens one ``agent_turn`` span per speech while it generates and plays, and keeps
     its context on the handle (``SpeechHandle._agent_turn_context``); spans created under
-    it land in the same trace and turn. None where a release lacks it: the span's parent
+    it land in the same trace and turn (1.8.0 - 1.8.9). None where a release lacks it or
+    the turn is over: the span's parent
     is then the context current when tracing was enabled.
     """
     ctx = getattr(handle, "_agent_turn_context", None)
