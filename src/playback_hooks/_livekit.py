@@ -83,10 +83,10 @@ class TransparentOutput(AudioOutput):
 
     Unlike a plain wrapper, it does not make livekit put its swap proxy under it when
     ``below`` is a bare sink (livekit's constructor does that for any wrapper, in every
-    1.8.x release): the chain below is exactly what it was without it, and ``replace_audio_tail()`` does
-    what it did. It listens to ``below``'s reports through the public events and hands
-    them to ``_below_started`` / ``_below_finished`` / ``_below_progressed``, which
-    subclasses override; ``unlink()`` stops listening.
+    1.8.x release): the chain below is exactly what it was without it, and
+    ``replace_audio_tail()`` does what it did. It listens to ``below``'s reports through
+    the public events and hands them to ``_below_started`` / ``_below_finished`` /
+    ``_below_progressed``, which subclasses override; ``unlink()`` stops listening.
     """
 
     def __init__(self, below: AudioOutput, *, label: str) -> None:
