@@ -235,17 +235,28 @@ def _sort_key(path: Path) -> tuple[tuple[int, ...], tuple[int, ...]]:
 
 
 def _junit_counts(report: Path) -> dict[str, int]:
-    """Outcome counts of one pytest JUnit report; xfail/xpass are counted apart."""
-    counts = dict.fromkeys(("passed", "failed", "errors", "skipped", "xfailed"), 0)
+    """Outcome counts of one pytest JUnit report; xfail/xpass are counted apart.
+
+    pytest writes a second entry for a test whose teardown fails after its call failed;
+    the test counts once, by its worst outcome.
+    """
+    rank = {"passed": 0, "xfailed": 1, "skipped": 2, "errors": 3, "failed": 4}
+    outcomes: dict[tuple[str | None, str | None], str] = {}
     for case in ET.parse(report).getroot().iter("testcase"):
         kinds = {child.tag: child for child in case}
         if "failure" in kinds:
-            counts["failed"] += 1
+            outcome = "failed"
         elif "error" in kinds:
-            counts["errors"] += 1
+            outcome = "errors"
         elif "skipped" in kinds:
             xfail = kinds["skipped"].get("type") == "pytest.xfail"
-            counts["xfailed" if xfail else "skipped"] += 1
+            outcome = "xfailed" if xfail else "skipped"
         else:
-            counts["passed"] += 1
+            outcome = "passed"
+        key = (case.get("classname"), case.get("name"))
+        if key not in outcomes or rank[outcome] > rank[outcomes[key]]:
+            outcomes[key] = outcome
+    counts = dict.fromkeys(rank, 0)
+    for outcome in outcomes.values():
+        counts[outcome] += 1
     return counts
