@@ -19,6 +19,8 @@ Environment:
 - ``COMPAT_LIVEKIT_VERSIONS``: comma-separated releases to use instead of the list below.
 - ``COMPAT_PYTHON``: the Python (e.g. ``3.11``) for the per-release runs instead of the
   newest one found.
+- ``COMPAT_RUN_STARTED=0``: with ``-s compat_summary`` alone, summarize the latest report
+  of every pair instead of only those of the current run.
 """
 
 from __future__ import annotations
@@ -60,8 +62,8 @@ nox.options.download_python = "never"
 nox.options.default_venv_backend = "uv|virtualenv"
 nox.options.error_on_missing_interpreters = True
 
-# Results older than this run are stale. Set once, so that sessions nox runs in
-# subprocesses (--parallel) agree with the parent on when the run began.
+# Reports older than this run are stale and left out of the summary.
+# `COMPAT_RUN_STARTED=0 nox -s compat_summary` prints the latest report of every pair.
 RUN_STARTED = float(os.environ.setdefault("COMPAT_RUN_STARTED", repr(time.time())))
 
 
