@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from livekit.agents import NOT_GIVEN, Agent, AgentSession, llm, tts
+from livekit.agents.version import __version__ as livekit_version
 
 import playback_hooks as ph
 from playback_hooks.testing import EventCollector, ScriptedLLM, SimulatedSink, SineTTS
@@ -24,6 +25,9 @@ class Offline:
 
 
 StartSession = Callable[..., Awaitable[Offline]]
+
+LIVEKIT = tuple(int(part) for part in livekit_version.split(".")[:3])
+"""The installed livekit-agents release, e.g. ``(1, 8, 9)`` (``make compat`` runs them all)."""
 
 
 @pytest.fixture

@@ -14,12 +14,13 @@ from typing import Any
 from livekit.agents import AgentSession
 from livekit.agents.llm import LLMStream
 from livekit.agents.utils import aio
-from livekit.agents.version import __version__ as livekit_version
 from livekit.agents.voice import agent_activity, io
 from livekit.agents.voice.speech_handle import SpeechHandle
 
 from playback_hooks import _livekit
 from playback_hooks.testing import SimulatedSink
+
+from .conftest import LIVEKIT
 
 
 class _Watched(SimulatedSink):
@@ -36,9 +37,6 @@ class _Watched(SimulatedSink):
     def on_detached(self) -> None:
         self.calls.append("detached")
         super().on_detached()
-
-
-LIVEKIT = tuple(int(part) for part in livekit_version.split(".")[:3])
 
 
 def _top(session: AgentSession[Any]) -> io.AudioOutput | None:
