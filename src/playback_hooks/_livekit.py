@@ -66,9 +66,11 @@ def install_quietly(output: AgentOutput, audio: AudioOutput | None) -> None:
     ``on_attached()`` on the new one, down the whole chain; livekit's transcription
     synchronizer reacts by rotating its segment, which cuts the transcript of a speech in
     flight. Assigning ``AgentOutput._audio_sink`` (1.8.0 - 1.8.9) swaps the top alone. It
-    is safe at any moment: a speech reads ``session.output.audio`` once, when its task
-    starts, so speeches already running keep the output they hold and only later ones see
-    the new top. The chain below stays attached as it was.
+    is safe at any moment: each step of a speech (its reply, then one per tool round) reads
+    ``session.output.audio`` when the step starts and keeps that output to its end, so
+    audio in flight stays on the output it started on; a later step of a speech created
+    before the swap may go through the new top, which then passes it on unreported. The
+    chain below stays attached as it was.
     """
     output._audio_sink = audio
 
