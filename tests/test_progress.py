@@ -499,10 +499,12 @@ class TestInstalling:
         collector = EventCollector(run.session, progress=True)
         assert tracker is not None and run.events is not None
         try:
+            # nobody wanted progress yet: livekit's text chain is untouched
+            assert run.synchronizer.text_output.next_in_chain is run.text
             handle = run.session.generate_reply()
-            # installed when the first speech was created, as the audio output is
-            assert run.synchronizer.text_output.next_in_chain is not run.text
             await collector.wait_progress(lambda p: p.heard_text == "Now this")
+            # the tap went in when the first message that wanted progress began
+            assert run.synchronizer.text_output.next_in_chain is not run.text
             tracker.detach()
             detached_at = time.time()
             assert run.synchronizer.text_output.next_in_chain is run.text

@@ -37,7 +37,8 @@ class TrackingOutput(_livekit.TransparentOutput):
     For live progress it keeps each segment's ``Playhead``: the sink's played runs, the
     output's pauses and the interruption, always (they are rare); the seconds of audio
     handed below, frame by frame, and the words shown (``words``), only for a segment whose
-    progress ``wants_progress()`` said was wanted when its first frame came.
+    progress ``wants_progress(self)`` said was wanted when its first frame came (the
+    tracker puts the word tap in place then, the first time).
     """
 
     def __init__(
@@ -45,13 +46,13 @@ class TrackingOutput(_livekit.TransparentOutput):
         ledger: Ledger,
         below: AudioOutput,
         *,
-        wants_progress: Callable[[], bool] | None = None,
+        wants_progress: Callable[[TrackingOutput], bool] | None = None,
     ) -> None:
         super().__init__(below, label=LABEL)
         self._ledger = ledger
         self._wants_progress = wants_progress
         self.words: WordTap | None = None
-        """The tap under the chain's transcription synchronizer, if there is one."""
+        """The tap under the chain's transcription synchronizer, once progress is wanted."""
         # the capturing segment's playhead while its frames are counted, else None
         self._pushing: Playhead | None = None
         self._paused_at: float | None = None  # the output is paused since then
@@ -183,7 +184,7 @@ class TrackingOutput(_livekit.TransparentOutput):
     def _bind_with_audio(self) -> Message | None:
         msg = self._ledger.bind_segment(_livekit.current_speech(), has_audio=True)
         if msg is not None:
-            measured = self._wants_progress is not None and self._wants_progress()
+            measured = self._wants_progress is not None and self._wants_progress(self)
             msg.playhead = Playhead(
                 measured=measured,
                 words=measured and self.words is not None,

@@ -128,6 +128,7 @@ class PlaybackTracker:
         self._progress_interval = progress_interval
         self._tick: asyncio.TimerHandle | None = None  # the next interval progress event
         self._word_taps: list[WordTap] = []  # under each transcription synchronizer seen
+        self._words_looked_up: set[int] = set()  # ids of the outputs whose chain was searched
 
         session.on("speech_created", self._on_speech_created)
         session.on("conversation_item_added", self._on_conversation_item_added)
@@ -346,7 +347,6 @@ class PlaybackTracker:
             )
         self._output = TrackingOutput(self._ledger, top, wants_progress=self._wants_progress)
         self._outputs.append(self._output)
-        self._tap_words(self._output)
         _livekit.install_quietly(self._session.output, self._output)
 
     # -- events from the ledger -------------------------------------------------------------
@@ -459,14 +459,24 @@ class PlaybackTracker:
 
     # -- live progress --------------------------------------------------------------------
 
-    def _wants_progress(self) -> bool:
-        # asked once per segment, when its first frame is forwarded
-        return self._progress_interval is not None or message_playback_progressed.has_receivers_for(
-            self._session
+    def _wants_progress(self, output: TrackingOutput) -> bool:
+        # asked once per segment, when its first frame is forwarded; the word tap goes in
+        # the first time progress is wanted, so that nobody pays for words nobody follows
+        wanted = (
+            self._progress_interval is not None
+            or message_playback_progressed.has_receivers_for(self._session)
         )
+        if wanted and self._attached and id(output) not in self._words_looked_up:
+            self._words_looked_up.add(id(output))
+            self._tap_words(output)
+        return wanted
 
     def _tap_words(self, output: TrackingOutput) -> None:
-        """Listen to the words the chain's transcription synchronizer shows, if it has one."""
+        """Listen to the words the chain's transcription synchronizer shows, if it has one.
+
+        Safe between two segments as at any other moment: the words of the segment being
+        shown go through the tap from the next one on.
+        """
         synchronizer = _livekit.transcript_synchronizer(output.next_in_chain)
         if synchronizer is None:
             return
