@@ -10,9 +10,11 @@ text output received, piece by piece; positions against the sink's own reports.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,7 +23,7 @@ from livekit.agents import Agent
 import playback_hooks as ph
 from playback_hooks.testing import EventCollector, RealtimeItem, ScriptedRealtimeModel
 
-from .agents import ScriptAgent, boundary
+from .agents import Item, ScriptAgent, boundary
 from .chains import ChainRun, RecordingTextOutput, SinkKind, start_chain
 from .conftest import StartSession
 from .test_chains import (
@@ -388,6 +390,9 @@ class TestNowPlaying:
         def on_started(event: ph.MessagePlaybackStarted) -> None:
             seen.append((event.message_id, tracker.now_playing()))
 
+        # a progress receiver that came and went: blinker keeps an empty entry for the
+        # session, which must not count as someone listening
+        EventCollector(run.session, progress=True).close()
         try:
             assert tracker.now_playing() is None
             handle = run.session.generate_reply()
@@ -395,6 +400,7 @@ class TestNowPlaying:
             await run.text.wait_for_words(1, 2)
             during = tracker.now_playing()
             later = tracker.now_playing()
+            text_below = run.synchronizer.text_output.next_in_chain
             await handle
             await run.events.wait_finished(3)
             after = tracker.now_playing()
@@ -408,8 +414,9 @@ class TestNowPlaying:
         assert 0 < during.position <= later.position
         assert later.at >= during.at
         # nobody listens to progress here: the tracker did not follow the words (nothing is
-        # paid for them), but the position is live all the same
+        # paid for them) nor put anything in livekit's text chain, but the position is live
         assert during.heard_text is None
+        assert text_below is run.text
         # a started handler sees its own message playing (long messages: still playing)
         assert [(m, p.message_id if p else None) for m, p in seen] == [
             ("m1", "m1"),
@@ -535,6 +542,42 @@ class TestInstalling:
         assert now is None
         # no synchronizer, no sink reports, no pause, no interval: nothing to report live
         assert collector.progressed == []
+
+
+PHRASE_RECIPE = Path(__file__).resolve().parent.parent / "docs" / "recipes" / "heard-phrase.md"
+
+
+class TestHeardPhraseRecipe:
+    """The recipe's ``when_heard()`` runs as written: once, when the phrase is shown."""
+
+    async def test_the_price_card_shows_when_the_price_is_heard(self) -> None:
+        match = re.search(r"```python\n(.*?)```", PHRASE_RECIPE.read_text(encoding="utf-8"), re.S)
+        assert match is not None
+        namespace: dict[str, Any] = {}
+        exec(compile(match.group(1), str(PHRASE_RECIPE), "exec"), namespace)
+        script: list[Item] = [
+            boundary("intro"),
+            "Sure, let me see.",
+            boundary("price"),
+            "The price is twelve dollars, taxes included, and that is a good deal.",
+        ]
+        run = await start_chain(ScriptAgent(script))
+        assert run.events is not None
+        shown: list[ph.MessagePlaybackProgressed] = []
+        stop = namespace["when_heard"](run.session, "the price is", shown.append)
+        try:
+            await run.session.generate_reply()
+            finished = await run.events.wait_finished(2)
+        finally:
+            stop()
+            await run.aclose()
+        assert list(ph.message_playback_progressed.receivers_for(run.session)) == []
+        # once, for the message that says it, at the word that completed the phrase
+        (event,) = shown
+        assert (event.message_id, event.heard_text) == ("price", "The price is")
+        assert event.position > 0
+        assert finished[1].started_at is not None
+        assert finished[1].started_at < event.at < finished[1].finished_at
 
 
 def _progress_handler_types_are_checked() -> None:

@@ -94,8 +94,8 @@ message_playback_progressed: Signal = _signal(
     ``MessagePlaybackProgressed``; they should accept ``**kwargs``. Same order as
     ``message_playback_started``. Every progress event of a message comes after its started
     event and before its finished event. While this signal has no receiver for a session
-    (and its tracker has no ``progress_interval``), the tracker does no per-frame or
-    per-word work for it.
+    (and its tracker has no ``progress_interval``), the tracker follows no progress for it:
+    one attribute test per frame, nothing at all per word, no event made.
     """,
 )
 
@@ -154,6 +154,15 @@ _following: set[Callable[..., Any]] = set()
 def follows_message(receiver: Callable[..., Any]) -> bool:
     """Whether ``receiver``'s task is to be cancelled if its message is not heard in full."""
     return receiver in _following
+
+
+def has_receivers(signal: Signal, sender: object) -> bool:
+    """Whether a live receiver of ``signal`` would be called for ``sender``.
+
+    Unlike blinker's ``has_receivers_for()``, which still answers yes for a sender whose
+    last receiver was disconnected, and for receivers that were garbage-collected.
+    """
+    return next(iter(signal.receivers_for(sender)), None) is not None
 
 
 def handler_name(receiver: Callable[..., Any]) -> str:
@@ -335,8 +344,8 @@ def on_message_progress(
     ``cancel_on_partial``). It is called after the message's started handlers and before
     its finished handlers: each time livekit's transcription synchronizer shows a word of
     the message, the sink reports a played run, the output is paused or resumed, and every
-    ``progress_interval`` seconds if the tracker has one. Connecting it makes the tracker
-    follow progress from the next message that starts playing.
+    ``progress_interval`` seconds if the tracker has one. Connected while a message plays,
+    it is served from the next message whose audio begins.
     """
     if fn is not None:
         return _subscribe(

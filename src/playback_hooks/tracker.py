@@ -33,7 +33,7 @@ from .events import (
 )
 from .ids import check_message_id, check_metadata
 from .markers import watch_untracked
-from .signals import message_playback_progressed
+from .signals import has_receivers, message_playback_progressed
 
 __all__ = ["MessageNotPlayed", "PlaybackTracker", "TrackerStats", "attach", "tracker_for"]
 
@@ -462,9 +462,8 @@ class PlaybackTracker:
     def _wants_progress(self, output: TrackingOutput) -> bool:
         # asked once per segment, when its first frame is forwarded; the word tap goes in
         # the first time progress is wanted, so that nobody pays for words nobody follows
-        wanted = (
-            self._progress_interval is not None
-            or message_playback_progressed.has_receivers_for(self._session)
+        wanted = self._progress_interval is not None or has_receivers(
+            message_playback_progressed, self._session
         )
         if wanted and self._attached and id(output) not in self._words_looked_up:
             self._words_looked_up.add(id(output))
