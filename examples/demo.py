@@ -10,9 +10,11 @@ plays four speeches through one ``AgentSession``:
 3. a reply the user interrupts during its second response;
 4. a realtime model (after a handoff) answering with a preamble item and an answer item.
 
-It prints one row per message and writes the audio that played (WAV) and a picture of the
-timeline (SVG) to ``demo-output/``. Run it with ``make demo`` or
-``python examples/demo.py [--out DIR]``.
+Its output chain is the one RoomIO builds: livekit's transcription synchronizer over the
+sink. It prints one row per message, then the words of each message as the user was shown
+them with how much of the message had been heard at each (live progress), and writes the
+audio that played (WAV) and a picture of the timeline (SVG) to ``demo-output/``. Run it
+with ``make demo`` or ``python examples/demo.py [--out DIR]``.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from livekit import rtc
 from livekit.agents import Agent, AgentSession, ModelSettings, llm
 from livekit.agents.types import FlushSentinel
 from livekit.agents.voice.events import AgentStateChangedEvent
+from livekit.agents.voice.transcription import TranscriptSynchronizer
 
 import playback_hooks as ph
 from playback_hooks.testing import (
@@ -65,6 +68,7 @@ REALTIME_RESPONSE = [
 WELCOME = "Welcome to the playback hooks demo."
 INTERRUPT_AFTER = 0.6  # seconds of story-2 the user hears before cutting in
 TRANSPORT_DELAY = 0.12  # seconds between handing a segment's first frame over and hearing it
+SECONDS_PER_CHAR = 0.05  # the sine TTS speaks about as fast as a person
 
 
 # -- measuring what livekit does not tell --------------------------------------------------
@@ -113,6 +117,8 @@ class Notes:
     generated: dict[str, float] = field(default_factory=dict)
     speaking: dict[str, float] = field(default_factory=dict)  # speech id -> time
     tasks: dict[str, tuple[float, str]] = field(default_factory=dict)  # id -> (start, end)
+    # message id -> (when, seconds of the message heard, word) for each word shown
+    words: dict[str, list[tuple[float, float, str]]] = field(default_factory=dict)
 
 
 class PipelineAgent(Agent):
@@ -166,14 +172,23 @@ class Row:
     position: float
     speaking: float | None
     task: tuple[float, str] | None
+    words: list[tuple[float, float, str]] = field(default_factory=list)
+    """(when, seconds of the message heard, word) for each word shown, from live progress."""
+    transcript: str | None = None
 
 
 async def run() -> tuple[list[Row], float, SimulatedSink]:
     """Play the four speeches; return the rows, the session's start time and the sink."""
     notes = Notes()
     sink = RemoteSink(transport_delay=TRANSPORT_DELAY, record=True)
-    session: AgentSession[Any] = AgentSession(llm=ScriptedLLM([]), tts=SineTTS())
-    session.output.audio = sink
+    session: AgentSession[Any] = AgentSession(
+        llm=ScriptedLLM([]), tts=SineTTS(seconds_per_char=SECONDS_PER_CHAR)
+    )
+    # RoomIO's chain: livekit's transcription synchronizer over the audio sink; it shows each
+    # word when its audio plays (here to no screen: the demo reads the words from progress)
+    synchronizer = TranscriptSynchronizer(next_in_chain_audio=sink, next_in_chain_text=None)
+    session.output.audio = synchronizer.audio_output
+    session.output.transcription = synchronizer.text_output
     t0 = time.time()
     realtime = ScriptedRealtimeModel([REALTIME_RESPONSE])
     await session.start(PipelineAgent(notes, [PLAN_REPLY, INTERRUPTED_REPLY]), record=False)
@@ -201,6 +216,15 @@ async def run() -> tuple[list[Row], float, SimulatedSink]:
             raise
         notes.tasks[event.message_id] = (began, "done")
 
+    # Live progress: each word of a message as the user is shown it, with how much of the
+    # message had been heard then.
+    @ph.on_message_progress(session=session)
+    def word_shown(event: ph.MessagePlaybackProgressed) -> None:
+        words = notes.words.setdefault(event.message_id, [])
+        shown = "".join(w for _, _, w in words)
+        if event.heard_text is not None and event.heard_text != shown:
+            words.append((event.at, event.position, event.heard_text[len(shown) :]))
+
     with EventCollector(session) as events:
         try:
             greeting = session.say(WELCOME)
@@ -224,7 +248,9 @@ async def run() -> tuple[list[Row], float, SimulatedSink]:
             await tracker.aclose()
         finally:
             ph.disconnect(background_task)
+            ph.disconnect(word_shown)
             await session.aclose()
+            await synchronizer.aclose()
             await sink.aclose()
 
     started_at = {e.message_id: e.started_at for e in events.started}
@@ -253,6 +279,8 @@ async def run() -> tuple[list[Row], float, SimulatedSink]:
                 position=f.playback_position,
                 speaking=speaking,
                 task=notes.tasks.get(f.message_id),
+                words=notes.words.get(f.message_id, []),
+                transcript=f.transcript,
             )
         )
 
@@ -300,6 +328,28 @@ def render_table(rows: Sequence[Row], t0: float) -> str:
     return "\n".join(lines)
 
 
+def render_words(rows: Sequence[Row]) -> str:
+    """Each message's words as the user was shown them, with the seconds heard at each."""
+    lines: list[str] = []
+    for r in rows:
+        if r.started is None:
+            lines.append(f"  {r.message_id:<13} (never heard)")
+            continue
+        words = "  ".join(f"{word.strip()} {position:.2f}" for _, position, word in r.words)
+        lines.append(f"  {r.message_id:<13} {words}")
+        shown = "".join(word for _, _, word in r.words)
+        if r.played == "partial":
+            lines.append(
+                f"  {'':<13} cut off at {r.position:.2f} s: shown {shown.strip()!r}, "
+                f"transcript {r.transcript!r}"
+            )
+        elif r.transcript is not None and shown != r.transcript:
+            rest = r.transcript[len(shown) :].strip() if r.transcript.startswith(shown) else ""
+            if rest:
+                lines.append(f"  {'':<13} shown at once after the end: {rest!r}")
+    return "\n".join(lines)
+
+
 # -- the picture --------------------------------------------------------------------------
 
 _COLORS = {"full": "#2e9e5b", "partial": "#e08a1e", "skipped": "#9aa0a6"}
@@ -307,7 +357,7 @@ _COLORS = {"full": "#2e9e5b", "partial": "#e08a1e", "skipped": "#9aa0a6"}
 
 def render_svg(rows: Sequence[Row], t0: float) -> str:
     """One lane per message: text generated, hand-over, playback bar, started marker."""
-    left, right, top, lane, bottom = 190, 30, 70, 30, 50
+    left, right, top, lane, bottom = 190, 30, 88, 30, 50
     times = [t for r in rows for t in (r.generated, r.handed, r.started, r.finished) if t]
     end = max(times) - t0 + 0.3
     width = 1000
@@ -335,9 +385,12 @@ def render_svg(rows: Sequence[Row], t0: float) -> str:
         ("bar", _COLORS["partial"], "partial"),
         ("bar", _COLORS["skipped"], "skipped"),
         ("line", "#d93025", "agent_state_changed → speaking"),
+        ("word", "#ffffff", "word shown"),
     ]
+    cy = 44
     for kind, color, label in legend:
-        cy = 44
+        if lx + 34 + 7 * len(label) > width:  # the legend goes on on a second line
+            lx, cy = 16, cy + 20
         if kind == "circle":
             out.append(
                 f'<circle cx="{lx + 5}" cy="{cy}" r="4" fill="none" stroke="{color}" '
@@ -355,6 +408,12 @@ def render_svg(rows: Sequence[Row], t0: float) -> str:
             )
         elif kind == "bar":
             out.append(f'<rect x="{lx}" y="{cy - 5}" width="16" height="10" fill="{color}"/>')
+        elif kind == "word":
+            out.append(f'<rect x="{lx}" y="{cy - 5}" width="16" height="10" fill="#2e9e5b"/>')
+            out.append(
+                f'<line x1="{lx + 8}" y1="{cy - 5}" x2="{lx + 8}" y2="{cy + 5}" '
+                f'stroke="{color}" stroke-width="1.5"/>'
+            )
         else:
             out.append(
                 f'<line x1="{lx + 5}" y1="{cy - 7}" x2="{lx + 5}" y2="{cy + 7}" '
@@ -411,6 +470,11 @@ def render_svg(rows: Sequence[Row], t0: float) -> str:
                 f'<path d="M{sx - 5:.1f} {mid - 14} L{sx + 5:.1f} {mid - 14} '
                 f'L{sx:.1f} {mid - 6} Z" fill="#111111"/>'
             )
+            for at, _, _ in r.words:
+                out.append(
+                    f'<line x1="{x(at):.1f}" y1="{mid - 7}" x2="{x(at):.1f}" y2="{mid + 7}" '
+                    'stroke="#ffffff" stroke-width="1.5"/>'
+                )
         else:
             fx = x(r.finished)
             out.append(
@@ -471,6 +535,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"\n  'handed' is when the first frame reached the sink; it played {TRANSPORT_DELAY} s"
         "\n  later (a simulated transport); 'started' is the sink's own time."
     )
+    print(
+        "\nWhat the user was shown of each message, word by word, with the seconds of the"
+        "\nmessage heard at each word (@on_message_progress):\n"
+    )
+    print(render_words(rows))
     print("\nBackground tasks started by @on_message_played(cancel_on_partial=True):")
     for r in rows:
         if r.task is not None and r.started is not None:
