@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint typecheck pytest demo bench fuzz docs clean
+.PHONY: test lint typecheck pytest demo bench fuzz docs compat compat-ci clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -43,5 +43,22 @@ fuzz: $(STAMP)
 		$(BIN)/pytest -q tests/test_model.py; status=$$?; \
 		cat .fuzz-report; rm -f .fuzz-report; exit $$status
 
+# The test suite against every livekit-agents 1.8.x release (noxfile.py), one virtualenv
+# each, on the newest Python installed; then the newest release on every other Python.
+# Ends with one line per (python, livekit-agents) pair. NOX_ARGS passes options to nox.
+NOX_ARGS ?=
+compat: $(STAMP)
+	$(BIN)/nox -t compat $(NOX_ARGS)
+
+# What CI runs: the oldest and the newest release, on the newest Python installed.
+compat-ci: $(STAMP)
+	$(BIN)/nox -t compat-ci $(NOX_ARGS)
+
 clean:
-	rm -rf $(VENV) build dist .mypy_cache .ruff_cache .pytest_cache demo-output
+	rm -rf $(VENV) build dist .mypy_cache .ruff_cache .pytest_cache demo-output .nox
+
+# PNGs of the API reference pages as a reader sees them, in screenshots/ (git-ignored):
+# builds the site, serves it on 127.0.0.1, shoots with headless Chromium (Debian: chromium).
+.PHONY: screenshots
+screenshots: docs
+	$(BIN)/python scripts/screenshots.py --site site --out screenshots

@@ -12,9 +12,11 @@ plays four speeches through one ``AgentSession``:
 
 Its output chain is the one RoomIO builds: livekit's transcription synchronizer over the
 sink. It prints one row per message, then the words of each message as the user was shown
-them with how much of the message had been heard at each (live progress), and writes the
-audio that played (WAV) and a picture of the timeline (SVG) to ``demo-output/``. Run it
-with ``make demo`` or ``python examples/demo.py [--out DIR]``.
+them with how much of the message had been heard at each (live progress), and writes a
+picture of the timeline (SVG) and the audio as the user heard it (WAV) to
+``demo-output/``. The WAV runs on the picture's clock:
+silence where nothing played, so the interruption is heard where the picture shows it.
+Run it with ``make demo`` or ``python examples/demo.py [--out DIR]``.
 """
 
 from __future__ import annotations
@@ -25,11 +27,13 @@ import html
 import logging
 import sys
 import time
+import wave
 from collections.abc import AsyncIterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from livekit import rtc
 from livekit.agents import Agent, AgentSession, ModelSettings, llm
 from livekit.agents.types import FlushSentinel
@@ -68,6 +72,7 @@ REALTIME_RESPONSE = [
 WELCOME = "Welcome to the playback hooks demo."
 INTERRUPT_AFTER = 0.6  # seconds of story-2 the user hears before cutting in
 TRANSPORT_DELAY = 0.12  # seconds between handing a segment's first frame over and hearing it
+TAIL = 0.3  # seconds the timeline runs on after its last event
 SECONDS_PER_CHAR = 0.05  # the sine TTS speaks about as fast as a person
 
 
@@ -117,6 +122,7 @@ class Notes:
     generated: dict[str, float] = field(default_factory=dict)
     speaking: dict[str, float] = field(default_factory=dict)  # speech id -> time
     tasks: dict[str, tuple[float, str]] = field(default_factory=dict)  # id -> (start, end)
+    interrupted_at: float | None = None  # when the user cut in (session.interrupt())
     # message id -> (when, seconds of the message heard, word) for each word shown
     words: dict[str, list[tuple[float, float, str]]] = field(default_factory=dict)
 
@@ -177,8 +183,27 @@ class Row:
     transcript: str | None = None
 
 
-async def run() -> tuple[list[Row], float, SimulatedSink]:
-    """Play the four speeches; return the rows, the session's start time and the sink."""
+@dataclass
+class Timeline:
+    """What the demo measured, on one clock (``time.time()``)."""
+
+    rows: list[Row]
+    t0: float
+    """When the session started: 0 s on the timeline."""
+    interrupted_at: float
+    """When the user cut in (the demo called ``session.interrupt()``)."""
+    sink: RemoteSink
+
+    @property
+    def span(self) -> float:
+        """Seconds the timeline covers, from ``t0`` to just after its last event."""
+        times = [self.interrupted_at]
+        times += [t for r in self.rows for t in (r.generated, r.handed, r.started, r.finished) if t]
+        return max(times) - self.t0 + TAIL
+
+
+async def run() -> Timeline:
+    """Play the four speeches; return the timeline."""
     notes = Notes()
     sink = RemoteSink(transport_delay=TRANSPORT_DELAY, record=True)
     session: AgentSession[Any] = AgentSession(
@@ -237,6 +262,7 @@ async def run() -> tuple[list[Row], float, SimulatedSink]:
             session.generate_reply()
             await tracker.wait_for("story-2", "started", timeout=20)
             await asyncio.sleep(INTERRUPT_AFTER)
+            notes.interrupted_at = time.time()
             await session.interrupt()
 
             session.update_agent(RealtimeAgent(realtime))
@@ -284,7 +310,8 @@ async def run() -> tuple[list[Row], float, SimulatedSink]:
             )
         )
 
-    return rows, t0, sink
+    assert notes.interrupted_at is not None
+    return Timeline(rows=rows, t0=t0, interrupted_at=notes.interrupted_at, sink=sink)
 
 
 # -- the table ----------------------------------------------------------------------------
@@ -294,8 +321,9 @@ def _at(t: float | None, t0: float) -> str:
     return "—" if t is None else f"{t - t0:7.3f}"
 
 
-def render_table(rows: Sequence[Row], t0: float) -> str:
+def render_table(timeline: Timeline) -> str:
     """The timeline as a text table; times are seconds since the session started."""
+    rows, t0 = timeline.rows, timeline.t0
     head = (
         "message",
         "source",
@@ -353,13 +381,66 @@ def render_words(rows: Sequence[Row]) -> str:
 # -- the picture --------------------------------------------------------------------------
 
 _COLORS = {"full": "#2e9e5b", "partial": "#e08a1e", "skipped": "#9aa0a6"}
+_GENERATED = "#3b6fd8"
+_HANDED = "#555555"
+_STARTED = "#111111"
+_SPEAKING = "#d93025"
+_INTERRUPTION = "#8e24aa"
+_TASK = "#666666"
 
 
-def render_svg(rows: Sequence[Row], t0: float) -> str:
-    """One lane per message: text generated, hand-over, playback bar, started marker."""
-    left, right, top, lane, bottom = 190, 30, 88, 30, 50
-    times = [t for r in rows for t in (r.generated, r.handed, r.started, r.finished) if t]
-    end = max(times) - t0 + 0.3
+def _legend_item(
+    kind: str, color: str, label: str, lx: float, cy: float
+) -> tuple[list[str], float]:
+    """One legend entry at ``lx``: its symbol and label, and the x of the next entry."""
+    out: list[str] = []
+    symbol = 16  # width of the symbol, before the label
+    if kind == "circle":
+        out.append(
+            f'<circle cx="{lx + 5}" cy="{cy}" r="4" fill="#ffffff" stroke="{color}" '
+            'stroke-width="2"/>'
+        )
+    elif kind == "tick":
+        out.append(
+            f'<line x1="{lx + 5}" y1="{cy - 6}" x2="{lx + 5}" y2="{cy + 6}" '
+            f'stroke="{color}" stroke-width="2"/>'
+        )
+    elif kind == "started":
+        out.append(
+            f'<path d="M{lx} {cy - 5} L{lx + 10} {cy - 5} L{lx + 5} {cy + 3} Z" fill="{color}"/>'
+        )
+    elif kind == "speaking":
+        out.append(
+            f'<path d="M{lx} {cy + 4} L{lx + 10} {cy + 4} L{lx + 5} {cy - 4} Z" fill="{color}"/>'
+        )
+    elif kind == "interruption":
+        out.append(
+            f'<line x1="{lx + 5}" y1="{cy - 8}" x2="{lx + 5}" y2="{cy + 8}" stroke="{color}" '
+            'stroke-width="2" stroke-dasharray="4 2"/>'
+        )
+    elif kind == "bar":
+        out.append(f'<rect x="{lx}" y="{cy - 5}" width="16" height="10" fill="{color}"/>')
+    elif kind == "word":
+        out.append(f'<rect x="{lx}" y="{cy - 5}" width="16" height="10" fill="{color}"/>')
+        out.append(
+            f'<line x1="{lx + 8}" y1="{cy - 5}" x2="{lx + 8}" y2="{cy + 5}" '
+            'stroke="#ffffff" stroke-width="1.5"/>'
+        )
+    else:  # a text sample, as the lanes show it
+        out.append(
+            f'<text x="{lx}" y="{cy + 4}" fill="{color}" font-size="10">{html.escape(kind)}</text>'
+        )
+        symbol = round(4.8 * len(kind))
+    out.append(f'<text x="{lx + symbol + 6}" y="{cy + 4}">{html.escape(label)}</text>')
+    return out, lx + symbol + 24 + 6.6 * len(label)
+
+
+def render_svg(timeline: Timeline) -> str:
+    """One lane per message: text generated, hand-over, started, playback bar and outcome,
+    livekit's speaking event, the background task's end; and the moment the user cut in."""
+    rows, t0 = timeline.rows, timeline.t0
+    left, right, top, lane, bottom = 190, 30, 100, 32, 50
+    end = timeline.span
     width = 1000
     scale = (width - left - right) / end
     height = top + lane * len(rows) + bottom
@@ -375,52 +456,34 @@ def render_svg(rows: Sequence[Row], t0: float) -> str:
         '<text x="16" y="22" font-size="15" font-weight="bold">playback_hooks: when each '
         "message was generated, and when the user heard it</text>",
     ]
-    # legend
-    lx = 16
+    # legend: two rows, the markers above, the outcomes below
     legend = [
-        ("circle", "#3b6fd8", "text generated"),
-        ("tick", "#555555", "handed to sink"),
-        ("tri", "#111111", "message_playback_started"),
-        ("bar", _COLORS["full"], "played: full"),
-        ("bar", _COLORS["partial"], "partial"),
-        ("bar", _COLORS["skipped"], "skipped"),
-        ("line", "#d93025", "agent_state_changed → speaking"),
-        ("word", "#ffffff", "word shown"),
+        [
+            ("circle", _GENERATED, "text generated"),
+            ("tick", _HANDED, "handed to sink"),
+            ("started", _STARTED, "message_playback_started"),
+            ("speaking", _SPEAKING, "agent_state_changed → speaking"),
+            ("interruption", _INTERRUPTION, "the user cuts in"),
+        ],
+        [
+            ("bar", _COLORS["full"], "played: full"),
+            ("bar", _COLORS["partial"], "partial"),
+            ("bar", _COLORS["skipped"], "skipped"),
+            ("word", _COLORS["full"], "word shown"),
+            (
+                "task: done / cancelled",
+                _TASK,
+                "its background task (@on_message_played) ran to the end / was cancelled",
+            ),
+        ],
     ]
-    cy = 44
-    for kind, color, label in legend:
-        if lx + 34 + 7 * len(label) > width:  # the legend goes on on a second line
-            lx, cy = 16, cy + 20
-        if kind == "circle":
-            out.append(
-                f'<circle cx="{lx + 5}" cy="{cy}" r="4" fill="none" stroke="{color}" '
-                'stroke-width="2"/>'
-            )
-        elif kind == "tick":
-            out.append(
-                f'<line x1="{lx + 5}" y1="{cy - 6}" x2="{lx + 5}" y2="{cy + 6}" '
-                f'stroke="{color}" stroke-width="2"/>'
-            )
-        elif kind == "tri":
-            out.append(
-                f'<path d="M{lx} {cy - 6} L{lx + 10} {cy - 6} L{lx + 5} {cy + 2} Z" '
-                f'fill="{color}"/>'
-            )
-        elif kind == "bar":
-            out.append(f'<rect x="{lx}" y="{cy - 5}" width="16" height="10" fill="{color}"/>')
-        elif kind == "word":
-            out.append(f'<rect x="{lx}" y="{cy - 5}" width="16" height="10" fill="#2e9e5b"/>')
-            out.append(
-                f'<line x1="{lx + 8}" y1="{cy - 5}" x2="{lx + 8}" y2="{cy + 5}" '
-                f'stroke="{color}" stroke-width="1.5"/>'
-            )
-        else:
-            out.append(
-                f'<line x1="{lx + 5}" y1="{cy - 7}" x2="{lx + 5}" y2="{cy + 7}" '
-                f'stroke="{color}" stroke-width="2" stroke-dasharray="3 2"/>'
-            )
-        out.append(f'<text x="{lx + 22}" y="{cy + 4}">{html.escape(label)}</text>')
-        lx += 34 + 7 * len(label)
+    out.append('<g class="legend">')
+    for row, cy in zip(legend, (46, 68), strict=True):
+        lx: float = 16
+        for kind, color, label in row:
+            items, lx = _legend_item(kind, color, label, lx, cy)
+            out += items
+    out.append("</g>")
     # time axis
     axis_y = top + lane * len(rows) + 8
     out.append(
@@ -461,19 +524,14 @@ def render_svg(rows: Sequence[Row], t0: float) -> str:
             )
         if r.started is not None:
             out.append(
-                f'<rect x="{x(r.started):.1f}" y="{mid - 7}" '
+                f'<rect class="played" x="{x(r.started):.1f}" y="{mid - 7}" '
                 f'width="{max(1.0, (r.finished - r.started) * scale):.1f}" height="14" '
                 f'rx="2" fill="{_COLORS[r.played]}"/>'
             )
-            sx = x(r.started)
-            out.append(
-                f'<path d="M{sx - 5:.1f} {mid - 14} L{sx + 5:.1f} {mid - 14} '
-                f'L{sx:.1f} {mid - 6} Z" fill="#111111"/>'
-            )
             for at, _, _ in r.words:
                 out.append(
-                    f'<line x1="{x(at):.1f}" y1="{mid - 7}" x2="{x(at):.1f}" y2="{mid + 7}" '
-                    'stroke="#ffffff" stroke-width="1.5"/>'
+                    f'<line class="word" x1="{x(at):.1f}" y1="{mid - 7}" x2="{x(at):.1f}" '
+                    f'y2="{mid + 7}" stroke="#ffffff" stroke-width="1.5"/>'
                 )
         else:
             fx = x(r.finished)
@@ -486,27 +544,75 @@ def render_svg(rows: Sequence[Row], t0: float) -> str:
             hx = x(r.handed)
             out.append(
                 f'<line x1="{hx:.1f}" y1="{mid - 8}" x2="{hx:.1f}" y2="{mid + 8}" '
-                'stroke="#555555" stroke-width="2"/>'
+                f'stroke="{_HANDED}" stroke-width="2"/>'
             )
         if r.generated is not None:
             out.append(
                 f'<circle cx="{x(r.generated):.1f}" cy="{mid}" r="4" fill="#ffffff" '
-                'stroke="#3b6fd8" stroke-width="2"/>'
+                f'stroke="{_GENERATED}" stroke-width="2"/>'
+            )
+        # started above the bar, pointing down at it; speaking below it, pointing up: both
+        # stay visible when livekit's event comes a moment after the sink's
+        if r.started is not None:
+            sx = x(r.started)
+            out.append(
+                f'<path class="started" d="M{sx - 5:.1f} {mid - 15} L{sx + 5:.1f} {mid - 15} '
+                f'L{sx:.1f} {mid - 8} Z" fill="{_STARTED}"/>'
             )
         if r.speaking is not None:
             kx = x(r.speaking)
             out.append(
-                f'<line x1="{kx:.1f}" y1="{y + 1}" x2="{kx:.1f}" y2="{y + lane - 1}" '
-                'stroke="#d93025" stroke-width="2" stroke-dasharray="3 2"/>'
+                f'<path class="speaking" d="M{kx - 5:.1f} {mid + 15} L{kx + 5:.1f} {mid + 15} '
+                f'L{kx:.1f} {mid + 8} Z" fill="{_SPEAKING}"/>'
             )
         if r.task is not None and r.started is not None:
-            label = f"task: {r.task[1]}"
             out.append(
-                f'<text x="{x(r.finished) + 6:.1f}" y="{mid + 4}" fill="#666666" '
-                f'font-size="10">{label}</text>'
+                f'<text class="task" x="{x(r.finished) + 6:.1f}" y="{mid + 4}" fill="{_TASK}" '
+                f'font-size="10">task: {html.escape(r.task[1])}</text>'
             )
+    # the moment the user cut in, across every lane
+    ix = x(timeline.interrupted_at)
+    out.append(
+        f'<line class="interruption" x1="{ix:.1f}" y1="{top - 14}" x2="{ix:.1f}" y2="{axis_y}" '
+        f'stroke="{_INTERRUPTION}" stroke-width="2" stroke-dasharray="4 2"/>'
+    )
+    out.append(
+        f'<text x="{ix - 5:.1f}" y="{top - 4}" text-anchor="end" fill="{_INTERRUPTION}">'
+        "the user cuts in</text>"
+    )
     out.append("</svg>")
     return "\n".join(out) + "\n"
+
+
+# -- the audio ----------------------------------------------------------------------------
+
+
+def write_wav(timeline: Timeline, path: Path) -> float:
+    """Write what the user heard on the timeline's clock; return its length in seconds.
+
+    Sample 0 is the session's start; each segment's audio sits where the sink played it
+    (from its ``started_at``, for the seconds it played), silence everywhere else. The
+    file lasts ``timeline.span`` seconds, like the picture, so a listener hears the
+    interruption where the picture shows it.
+    """
+    segments = [s for s in timeline.sink.segments if s.started_at is not None]
+    rate = timeline.sink.sample_rate or segments[0].frames[0].sample_rate
+    heard = np.zeros(round(timeline.span * rate), dtype=np.int16)
+    for seg in segments:
+        assert seg.started_at is not None
+        if any(f.sample_rate != rate or f.num_channels != 1 for f in seg.frames):
+            raise ValueError("write_wav: every frame must be mono at the sink's sample rate")
+        pcm = np.concatenate([np.frombuffer(f.data, dtype=np.int16) for f in seg.frames])
+        played = pcm[: round(seg.position * rate)]
+        at = round((seg.started_at - timeline.t0) * rate)
+        played = played[: max(0, len(heard) - at)]
+        heard[at : at + len(played)] = played
+    with wave.open(str(path), "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(rate)
+        wav.writeframes(heard.tobytes())
+    return len(heard) / rate
 
 
 # -- main ---------------------------------------------------------------------------------
@@ -520,34 +626,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
     clock = time.perf_counter()
-    rows, t0, sink = asyncio.run(run())
+    timeline = asyncio.run(run())
     args.out.mkdir(parents=True, exist_ok=True)
     wav = args.out / "demo.wav"
-    sink.write_wav(str(wav))
+    seconds = write_wav(timeline, wav)
     svg = args.out / "timeline.svg"
-    svg.write_text(render_svg(rows, t0), encoding="utf-8")
+    svg.write_text(render_svg(timeline), encoding="utf-8")
     took = time.perf_counter() - clock
 
     print("Per-message playback timeline (seconds since the session started)\n")
-    print(render_table(rows, t0))
+    print(render_table(timeline))
     print(
         "\n* agent_state_changed -> speaking: livekit's only native signal, once per speech."
         f"\n  'handed' is when the first frame reached the sink; it played {TRANSPORT_DELAY} s"
         "\n  later (a simulated transport); 'started' is the sink's own time."
+        f"\n  The user cut in at {timeline.interrupted_at - timeline.t0:.3f} s."
     )
     print(
         "\nWhat the user was shown of each message, word by word, with the seconds of the"
         "\nmessage heard at each word (@on_message_progress):\n"
     )
-    print(render_words(rows))
+    print(render_words(timeline.rows))
     print("\nBackground tasks started by @on_message_played(cancel_on_partial=True):")
-    for r in rows:
+    for r in timeline.rows:
         if r.task is not None and r.started is not None:
             began, outcome = r.task
             print(
                 f"  {r.message_id:<8} started {began - r.started:+.3f} s after its audio, {outcome}"
             )
-    print(f"\nAudio that played: {wav}")
+    print(f"\nAudio as heard, on the timeline's clock ({seconds:.1f} s): {wav}")
     print(f"Timeline picture:  {svg}")
     print(f"Finished in {took:.1f} s.")
     return 0

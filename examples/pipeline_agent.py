@@ -66,8 +66,7 @@ async def entrypoint(ctx: JobContext) -> None:
         llm=openai.LLM(model="gpt-4.1-mini"),
         tts=openai.TTS(),
     )
-    await session.start(agent=TwoPartAgent(), room=ctx.room)
-    ph.attach(session)  # after start(): RoomIO installs the audio output there
+    ph.attach(session)  # before start(): so the greeting of on_enter is reported too
 
     @ph.on_message_played(session=session, message_id="answer", cancel_on_partial=True)
     async def follow_answer(event: ph.MessagePlaybackStarted) -> None:
@@ -87,6 +86,7 @@ async def entrypoint(ctx: JobContext) -> None:
             event.playback_position,
         )
 
+    await session.start(agent=TwoPartAgent(), room=ctx.room)
     session.generate_reply(instructions="Greet the user and offer your help.")
 
 

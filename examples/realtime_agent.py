@@ -39,8 +39,7 @@ async def entrypoint(ctx: JobContext) -> None:
             "preamble such as 'Let me check.', then give the answer."
         )
     )
-    await session.start(agent=agent, room=ctx.room)
-    ph.attach(session)  # after start(): RoomIO installs the audio output there
+    ph.attach(session)  # before start(): the tracker goes on top of RoomIO's chain
 
     @ph.on_message_played(session=session)
     def started(event: ph.MessagePlaybackStarted) -> None:
@@ -56,6 +55,7 @@ async def entrypoint(ctx: JobContext) -> None:
             event.transcript,
         )
 
+    await session.start(agent=agent, room=ctx.room)
     session.generate_reply(instructions="Greet the user.")
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from livekit.agents import NOT_GIVEN, Agent, AgentSession, llm, tts
+from livekit.agents.version import __version__ as livekit_version
 
 import playback_hooks as ph
 from playback_hooks.testing import EventCollector, ScriptedLLM, SimulatedSink, SineTTS
@@ -24,6 +25,9 @@ class Offline:
 
 
 StartSession = Callable[..., Awaitable[Offline]]
+
+LIVEKIT = tuple(int(part) for part in livekit_version.split(".")[:3])
+"""The installed livekit-agents release, e.g. ``(1, 8, 9)`` (``make compat`` runs them all)."""
 
 
 @pytest.fixture
@@ -51,9 +55,11 @@ async def start_session() -> AsyncIterator[StartSession]:
             **session_kwargs,
         )
         session.output.audio = sink
-        await session.start(agent, record=False)
+        # attached before start(), as the docs teach; events are collected from the start
         tracker = ph.attach(session) if attach else None
-        off = Offline(session, sink, tracker, EventCollector(session))  # type: ignore[arg-type]
+        events = EventCollector(session)
+        await session.start(agent, record=False)
+        off = Offline(session, sink, tracker, events)  # type: ignore[arg-type]
         started.append(off)
         return off
 

@@ -88,13 +88,14 @@ async def play(
     scenario: Scenario,
     *,
     tracked: bool,
+    agent: type[ScriptAgent] = ScriptAgent,
     **chain_kwargs: Any,
 ) -> Outcome:
     """Run ``scenario`` on a fresh chain, close everything, and return what happened."""
     for name in WATCHED_LOGGERS:
         caplog.set_level(logging.WARNING, logger=name)
     caplog.clear()
-    run = await start_chain(ScriptAgent(script), tracked=tracked, **chain_kwargs)
+    run = await start_chain(agent(script), tracked=tracked, **chain_kwargs)
     outcome = Outcome(run)
 
     def on_state(ev: AgentStateChangedEvent) -> None:
@@ -494,36 +495,6 @@ async def then_wait_flushed(run: ChainRun, handle: SpeechHandle, segments: int) 
     await run.text.wait_flushed(segments)
 
 
-async def play_greeting(
-    caplog: pytest.LogCaptureFixture,
-    scenario: Scenario,
-    *,
-    tracked: bool,
-    **chain_kwargs: Any,
-) -> Outcome:
-    """Like ``play()``, with an agent that greets from ``on_enter``."""
-    for name in WATCHED_LOGGERS:
-        caplog.set_level(logging.WARNING, logger=name)
-    caplog.clear()
-    run = await start_chain(GreetingAgent(marked(ONE)), tracked=tracked, **chain_kwargs)
-    outcome = Outcome(run)
-    try:
-        await scenario(run)
-        outcome.tracker_on_top = run.tracker is not None and run.tracker.attached
-        output = run.session.output.audio
-        while output is not None:
-            outcome.chain.append(type(output).__name__)
-            output = output.next_in_chain
-    finally:
-        await run.aclose()
-    outcome.warnings = [
-        f"{r.name}: {r.getMessage()}"
-        for r in caplog.records
-        if r.levelno >= logging.WARNING and r.name.startswith(WATCHED_LOGGERS)
-    ]
-    return outcome
-
-
 class TestGreetingInOnEnter:
     """attach() before start(): the greeting said in on_enter is reported like any message."""
 
@@ -531,8 +502,12 @@ class TestGreetingInOnEnter:
     async def test_attach_before_start_reports_the_greeting(
         self, caplog: pytest.LogCaptureFixture, sink: str
     ) -> None:
-        untracked = await play_greeting(caplog, greet_then_reply, tracked=False, sink=sink)
-        tracked = await play_greeting(caplog, greet_then_reply, tracked=True, sink=sink)
+        untracked = await play(
+            caplog, marked(ONE), greet_then_reply, agent=GreetingAgent, tracked=False, sink=sink
+        )
+        tracked = await play(
+            caplog, marked(ONE), greet_then_reply, agent=GreetingAgent, tracked=True, sink=sink
+        )
 
         assert_livekit_unchanged(tracked, untracked)
         assert untracked.run.text.segments == [GREETING, *ONE]
@@ -568,8 +543,12 @@ class TestGreetingInOnEnter:
             run.attach()
             await greet_then_reply(run)
 
-        untracked = await play_greeting(caplog, greet_then_reply, tracked=False)
-        attached = await play_greeting(caplog, attach_mid_greeting, tracked=False)
+        untracked = await play(
+            caplog, marked(ONE), greet_then_reply, agent=GreetingAgent, tracked=False
+        )
+        attached = await play(
+            caplog, marked(ONE), attach_mid_greeting, agent=GreetingAgent, tracked=False
+        )
 
         assert_livekit_unchanged(attached, untracked)
         assert attached.run.text.segments == [GREETING, *ONE]  # the whole greeting was shown

@@ -230,6 +230,40 @@ class TestWaitFor:
         with pytest.raises(RuntimeError, match="the tracker is detached"):
             await off.tracker.wait_for("never")
 
+    async def test_started_of_a_skipped_message_fails_at_once(
+        self, start_session: StartSession
+    ) -> None:
+        # "b" is announced but no text follows it: it ends skipped, it never starts
+        off = await start_session(ScriptAgent([boundary("a"), "Only this is said.", boundary("b")]))
+        waiting = asyncio.ensure_future(off.tracker.wait_for("b", "started", timeout=30))
+        await asyncio.sleep(0)
+        off.session.generate_reply()
+        with pytest.raises(ph.MessageNotPlayed, match=r"'b' of speech .* finished as skipped"):
+            await waiting
+        # asked after the fact: the same answer, at once, with the finished event on it
+        with pytest.raises(ph.MessageNotPlayed) as raised:
+            await off.tracker.wait_for("b", "started", timeout=30)
+        finished = await off.tracker.wait_for("b", "finished", timeout=1)
+        assert raised.value.event is finished
+        assert (finished.played, finished.started_at) == ("skipped", None)
+
+    async def test_repeated_ids_scoped_to_a_speech(self, start_session: StartSession) -> None:
+        turn: list[Item] = [boundary("ack"), "Sure.", boundary("answer"), "Here it is."]
+        off = await start_session(ScriptAgent(turn, turn))
+        first = off.session.generate_reply()
+        first_answer = await off.tracker.wait_for("answer", "finished", speech=first, timeout=10)
+        second = off.session.generate_reply()
+        # unscoped, the most recent message with the id counts: turn 1's, at once
+        stale = await off.tracker.wait_for("answer", "started", timeout=1)
+        assert stale.speech_id == first.id
+        # scoped to the new speech, the wait is for turn 2's message
+        started = await off.tracker.wait_for("answer", "started", speech=second, timeout=10)
+        assert started.speech_id == second.id != first.id
+        assert started.started_at > (first_answer.finished_at or 0)
+        # both turns stay answerable by speech
+        again = await off.tracker.wait_for("answer", "finished", speech=first, timeout=1)
+        assert again is first_answer
+
     async def test_before_the_fact(self, start_session: StartSession) -> None:
         off = await start_session(ScriptAgent(THREE[:2]))
         waiter = asyncio.ensure_future(off.tracker.wait_for("a", "finished", timeout=10))

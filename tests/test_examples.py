@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import importlib.util
+import math
+import re
 import sys
+import wave
 from pathlib import Path
 from types import ModuleType
+from typing import Any
+from xml.etree import ElementTree
 
+import numpy as np
 import pytest
 from livekit.agents import AgentServer
 
@@ -62,11 +68,13 @@ class TestProviderExamples:
 
 
 class TestDemo:
-    """The demo's timeline is the one its script promises, measured on a real session."""
+    """The demo's timeline is the one its script promises, measured on a real session; its
+    picture and its audio show it on one clock."""
 
-    async def test_timeline(self) -> None:
+    async def test_timeline(self, tmp_path: Path) -> None:
         demo = _load("demo")
-        rows, t0, sink = await demo.run()
+        timeline = await demo.run()
+        rows, t0, sink = timeline.rows, timeline.t0, timeline.sink
         assert [(r.message_id, r.source, r.played) for r in rows] == [
             ("welcome", "say", "full"),
             ("plan", "llm", "full"),
@@ -89,6 +97,10 @@ class TestDemo:
         assert [r.started for r in heard] == [s.started_at for s in sink.segments]
         # the sink started each segment after the transport delay, not at hand-over
         assert all(r.handed is not None and r.handed < r.started for r in heard)
+        # the user cut in while story-2 played, and that ended it
+        story_2 = rows[5]
+        assert story_2.started is not None
+        assert story_2.started < timeline.interrupted_at <= story_2.finished
         # live progress: the words each heard message was shown, in order, never going back,
         # all before its finished event; a full one's words begin its transcript, a cut-off
         # one's are its transcript and at most the one word on screen when the user cut in
@@ -109,7 +121,85 @@ class TestDemo:
         assert [line.split()[0] for line in words if not line.startswith(" " * 3)] == [
             r.message_id for r in rows
         ]
-        svg = demo.render_svg(rows, t0)
-        assert svg.startswith("<svg") and all(f">{r.message_id}<" in svg for r in rows)
-        table = demo.render_table(rows, t0).splitlines()
+        table = demo.render_table(timeline).splitlines()
         assert [line.split()[0] for line in table[2:]] == [r.message_id for r in rows]
+
+        self.check_picture(demo.render_svg(timeline), timeline)
+        wav = tmp_path / "demo.wav"
+        assert demo.write_wav(timeline, wav) == pytest.approx(timeline.span, abs=1e-4)
+        self.check_audio(wav, timeline, [(r.started - t0, r.position) for r in heard])
+
+    @staticmethod
+    def check_picture(svg: str, timeline: Any) -> None:
+        """Lanes, legend, the interruption mark; no marker hides another."""
+        root = ElementTree.fromstring(svg)
+        texts = ["".join(t.itertext()) for t in root.iter(f"{SVG}text")]
+        assert all(r.message_id in texts for r in timeline.rows)
+        legend = root.find(f"{SVG}g[@class='legend']")
+        assert legend is not None
+        legend_texts = ["".join(t.itertext()) for t in legend.iter(f"{SVG}text")]
+        # every kind of mark the lanes use is explained, the task labels included
+        for wanted in (
+            "message_playback_started",
+            "agent_state_changed → speaking",
+            "the user cuts in",
+            "task: done / cancelled",
+        ):
+            assert wanted in legend_texts
+        assert {t for t in texts if t.startswith("task: ")} - set(legend_texts) == {
+            "task: done",
+            "task: cancelled",
+        }
+        # the interruption: one line across all lanes, at the time the user cut in
+        (cut,) = [e for e in root.iter(f"{SVG}line") if e.get("class") == "interruption"]
+        bars = [e for e in root.iter(f"{SVG}rect") if e.get("class") == "played"]
+        (story_2,) = [b for b in bars if b.get("fill") == "#e08a1e"]
+        story_2_end = float(story_2.get("x", 0)) + float(story_2.get("width", 0))
+        assert float(cut.get("x1", 0)) == pytest.approx(story_2_end, abs=1.0)
+        assert float(cut.get("y1", 0)) < min(float(b.get("y", 0)) for b in bars)
+        assert float(cut.get("y2", 0)) > max(float(b.get("y", 0)) for b in bars)
+        # livekit's speaking mark sits beside the started mark, never over it
+        started = [_box(e) for e in root.iter(f"{SVG}path") if e.get("class") == "started"]
+        speaking = [_box(e) for e in root.iter(f"{SVG}path") if e.get("class") == "speaking"]
+        assert len(started) == 8 and len(speaking) == 4
+        assert [(s, k) for s in started for k in speaking if _overlap(s, k)] == []
+
+    @staticmethod
+    def check_audio(wav: Path, timeline: Any, played: list[tuple[float, float]]) -> None:
+        """The WAV lasts the timeline's span: sound where a segment played, silence elsewhere."""
+        with wave.open(str(wav), "rb") as f:
+            rate = f.getframerate()
+            samples = np.frombuffer(f.readframes(f.getnframes()), dtype=np.int16)
+        assert len(samples) == round(timeline.span * rate)
+        window = rate // 100  # 10 ms
+        loud = np.zeros(len(samples) // window, dtype=bool)
+        silent = np.ones(len(samples) // window, dtype=bool)
+        for start, seconds in played:
+            first, last = start * rate / window, (start + seconds) * rate / window
+            # windows wholly inside, less 50 ms at each end (the TTS may pad with silence)
+            loud[math.ceil(first) + 5 : math.floor(last) - 5] = True
+            silent[math.floor(first) : math.ceil(last)] = False  # windows touching it
+        frames = samples[: len(loud) * window].reshape(-1, window).astype(np.float64)
+        rms = np.sqrt((frames**2).mean(axis=1))
+        assert loud.sum() > 0 and silent.sum() > 0
+        assert (rms[loud] > 1000).all()
+        assert (rms[silent] == 0).all()
+        # story-2 was cut: silence from its last heard sample until the realtime answer
+        cut = played[5][0] + played[5][1]
+        assert played[6][0] > cut
+        gap = samples[math.ceil(cut * rate) + 1 : math.floor(played[6][0] * rate) - 1]
+        assert len(gap) > 0 and not gap.any()
+
+
+SVG = "{http://www.w3.org/2000/svg}"
+
+
+def _box(path: ElementTree.Element) -> tuple[float, float, float, float]:
+    """The bounding box (x0, y0, x1, y1) of a path made of M/L points."""
+    numbers = [float(n) for n in re.findall(r"-?\d+(?:\.\d+)?", path.get("d", ""))]
+    xs, ys = numbers[0::2], numbers[1::2]
+    return min(xs), min(ys), max(xs), max(ys)
+
+
+def _overlap(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]

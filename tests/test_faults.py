@@ -156,7 +156,10 @@ class TestSessionFaults:
         self, start_session: StartSession, caplog: pytest.LogCaptureFixture
     ) -> None:
         caplog.set_level(logging.INFO, logger="playback_hooks")
-        off = await start_session(ScriptAgent([boundary("x"), "Played on the new sink."]))
+        off = await start_session(
+            ScriptAgent([boundary("w"), "Played on the first sink."], [boundary("x"), "New."])
+        )
+        await off.session.generate_reply()
         new_sink = SimulatedSink()
         try:
             off.session.output.audio = new_sink
@@ -171,10 +174,15 @@ class TestSessionFaults:
         notes = [r for r in caplog.records if "replaced after attach" in r.getMessage()]
         assert len(notes) == 1 and notes[0].levelname == "INFO"
         assert off.tracker.attached and ph.tracker_for(off.session) is off.tracker
-        assert off.events.timeline() == [("started", "x"), ("finished", "x")]
+        assert off.events.timeline() == [
+            ("started", "w"),
+            ("finished", "w"),
+            ("started", "x"),
+            ("finished", "x"),
+        ]
         assert finished.played == "full"
         assert finished.started_at == new_sink.segments[0].started_at
-        assert off.sink.segments == []
+        assert len(off.sink.segments) == len(new_sink.segments) == 1
 
 
 class TestInternalErrors:

@@ -69,20 +69,27 @@ class TestHandlerKinds:
         async def coroutine_function(event: ph.MessagePlaybackStarted) -> None:
             log.append(f"async function {event.message_id}")
 
-        service = Service(log)
-        obj = CallableHandler(log, "object")
-        async_obj = AsyncCallableHandler(log, "async object")
-        partial = functools.partial(_tagged, log, "partial")
-        handlers: list[Callable[[ph.MessagePlaybackStarted], object]] = [
-            function,
-            coroutine_function,
-            service.on_started,
-            service.on_started_async,
-            partial,
-            obj,
-            async_obj,
+        objects: list[Any] = [
+            Service(log),
+            CallableHandler(log, "object"),
+            AsyncCallableHandler(log, "async object"),
         ]
-        for handler in handlers:
+
+        def handlers() -> list[Callable[[ph.MessagePlaybackStarted], object]]:
+            # evaluated anew each call: the methods are new bound-method objects each time
+            service, obj, async_obj = objects
+            return [
+                function,
+                coroutine_function,
+                service.on_started,
+                service.on_started_async,
+                functools.partial(_tagged, log, "partial"),
+                obj,
+                async_obj,
+            ]
+
+        registered = handlers()
+        for handler in registered:
             ph.on_message_played(session=off.session)(handler)
 
         off.session.generate_reply()
@@ -101,17 +108,9 @@ class TestHandlerKinds:
         )
 
         # disconnect with what the app has at hand: a *new* bound-method object of the same
-        # method of the same object, the same partial and objects
-        for handler in (
-            function,
-            coroutine_function,
-            service.on_started,
-            service.on_started_async,
-            partial,
-            obj,
-            async_obj,
-        ):
-            ph.disconnect(handler)
+        # method of the same object; the same partial and objects
+        for new, old in zip(handlers(), registered, strict=True):
+            ph.disconnect(old if isinstance(old, functools.partial) else new)
         log.clear()
         off.session.generate_reply()
         await off.tracker.wait_for("two", "finished", timeout=10)
@@ -119,12 +118,9 @@ class TestHandlerKinds:
         assert log == []
 
         # nothing of the package holds the handlers' objects any more
-        refs: list[weakref.ref[Any]] = [
-            weakref.ref(service),
-            weakref.ref(obj),
-            weakref.ref(async_obj),
-        ]
-        del handlers, handler, service, obj, async_obj, partial
+        refs: list[weakref.ref[Any]] = [weakref.ref(o) for o in objects]
+        objects.clear()
+        del registered, handler, new, old
         gc.collect()
         assert [r() for r in refs] == [None, None, None]
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from playback_hooks.testing import SineTTS
 
 from .agents import ScriptAgent, boundary
-from .conftest import StartSession
+from .conftest import LIVEKIT, StartSession
 
 
 class TestInterruption:
@@ -81,6 +83,11 @@ class TestInterruption:
         assert dict(finished.metadata) == {"kind": "welcome"}
 
 
+@pytest.mark.skipif(
+    LIVEKIT < (1, 8, 6),
+    reason="livekit-agents before 1.8.6 does not mark a segment cut short by its TTS "
+    "(_mark_input_truncated): such a message ends as its sink reports it",
+)
 class TestTTSFailure:
     """A TTS failing mid-message: partial but not interrupted; later messages skipped."""
 

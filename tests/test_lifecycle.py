@@ -38,6 +38,8 @@ class TestAttach:
     async def test_wrapper_is_transparent(self, start_session: StartSession) -> None:
         sink = CallCountingSink(sample_rate=16000, label="MySink")
         off = await start_session(ScriptAgent(), sink=sink)
+        assert off.session.output.audio is sink  # attached before start(): on top from the
+        handle = off.session.say("Through the wrapper.")  # first speech
         top = off.session.output.audio
         assert top is not None and top is not sink
         assert top.label == "playback_hooks"  # names itself: chain dumps show each output once
@@ -48,7 +50,6 @@ class TestAttach:
         assert ph.attach(off.session) is off.tracker
         # livekit's own wait_for_playout keeps working through the wrapper, and the sink
         # gets exactly the audio it gets without the tracker
-        handle = off.session.say("Through the wrapper.")
         await handle.wait_for_playout()
         bare_sink = CallCountingSink(sample_rate=16000)
         bare = await start_session(ScriptAgent(), sink=bare_sink, attach=False)

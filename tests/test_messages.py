@@ -178,6 +178,7 @@ class TestUndecorated:
     async def test_detach_removes_the_watch(self, start_session: StartSession) -> None:
         agent = UntrackedAgent()
         off = await start_session(agent)
+        await off.session.generate_reply()  # the agent is watched from its first speech
         assert "llm_node" in vars(agent)
         off.tracker.detach()
         assert "llm_node" not in vars(agent)

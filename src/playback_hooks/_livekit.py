@@ -42,8 +42,9 @@ __all__ = [
 # its speech; every supported release has it, so its absence is an import error, on purpose.
 speech_context: ContextVar[SpeechHandle] = _agent_activity._SpeechHandleContextVar
 
-# A capture a remote sink cancelled before accepting audio (avatars); None in releases that
-# have no such event: then such a segment is reported by the sink like any other.
+# A capture a remote sink cancelled before accepting audio (avatars): 1.8.9. None in
+# 1.8.0 - 1.8.8, which have no such event: there a remote sink reports such a segment
+# like any other (finished, interrupted, position 0), and the message ends skipped.
 _CaptureCancelledEvent: type[PlaybackFinishedEvent] | None = getattr(
     _io, "_CaptureCancelledEvent", None
 )
@@ -66,9 +67,11 @@ def install_quietly(output: AgentOutput, audio: AudioOutput | None) -> None:
     ``on_attached()`` on the new one, down the whole chain; livekit's transcription
     synchronizer reacts by rotating its segment, which cuts the transcript of a speech in
     flight. Assigning ``AgentOutput._audio_sink`` (1.8.0 - 1.8.9) swaps the top alone. It
-    is safe at any moment: a speech reads ``session.output.audio`` once, when its task
-    starts, so speeches already running keep the output they hold and only later ones see
-    the new top. The chain below stays attached as it was.
+    is safe at any moment: each step of a speech (its reply, then one per tool round) reads
+    ``session.output.audio`` when the step starts and keeps that output to its end, so
+    audio in flight stays on the output it started on; a later step of a speech created
+    before the swap may go through the new top, which then passes it on unreported. The
+    chain below stays attached as it was.
     """
     output._audio_sink = audio
 
@@ -82,11 +85,11 @@ class TransparentOutput(AudioOutput):
     """An ``AudioOutput`` on top of ``below`` that forwards every call and every report.
 
     Unlike a plain wrapper, it does not make livekit put its swap proxy under it when
-    ``below`` is a bare sink (livekit's constructor does that for any wrapper in 1.8.7+):
-    the chain below is exactly what it was without it, and ``replace_audio_tail()`` does
-    what it did. It listens to ``below``'s reports through the public events and hands
-    them to ``_below_started`` / ``_below_finished`` / ``_below_progressed``, which
-    subclasses override; ``unlink()`` stops listening.
+    ``below`` is a bare sink (livekit's constructor does that for any wrapper, in every
+    1.8.x release): the chain below is exactly what it was without it, and
+    ``replace_audio_tail()`` does what it did. It listens to ``below``'s reports through
+    the public events and hands them to ``_below_started`` / ``_below_finished`` /
+    ``_below_progressed``, which subclasses override; ``unlink()`` stops listening.
     """
 
     def __init__(self, below: AudioOutput, *, label: str) -> None:
@@ -127,9 +130,10 @@ class TransparentOutput(AudioOutput):
         self._below.clear_buffer()
 
     def _mark_input_truncated(self) -> None:
-        # livekit calls this (1.8.x releases that have it) on the top output just before
-        # flush() when the TTS failed mid-segment, and counts the segment as partial. Where
-        # it is missing, such a segment ends as the sink reports it.
+        # livekit (1.8.6 - 1.8.9) calls this on the top output just before flush() when the
+        # TTS failed mid-segment, and counts the segment as partial. 1.8.0 - 1.8.5 never
+        # call it: there such a message ends as the sink reports it (usually "full", with
+        # the position of the audio that was synthesized).
         self._input_truncated()
         forward = getattr(self._below, "_mark_input_truncated", None)
         if forward is not None:
@@ -142,7 +146,11 @@ class TransparentOutput(AudioOutput):
             self._below_finished(ev)
 
     def _pass_cancelled_up(self, ev: PlaybackFinishedEvent) -> None:
-        """Hand a cancelled capture up the way livekit's wrappers do (it counts as finished)."""
+        """Hand a cancelled capture up the way livekit's wrappers do (it counts as finished).
+
+        ``AudioOutput._dispatch_playback_finished``: 1.8.9, the only release with cancelled
+        captures, so never called on the others.
+        """
         AudioOutput._dispatch_playback_finished(self, ev)
 
     # -- for subclasses ---------------------------------------------------------------------
@@ -174,7 +182,8 @@ def speech_trace_context(handle: SpeechHandle) -> otel_context.Context | None:
 
     livekit opens one ``agent_turn`` span per speech while it generates and plays, and keeps
     its context on the handle (``SpeechHandle._agent_turn_context``); spans created under
-    it land in the same trace and turn. None where a release lacks it: the span's parent
+    it land in the same trace and turn (1.8.0 - 1.8.9). None where a release lacks it or
+    the turn is over: the span's parent
     is then the context current when tracing was enabled.
     """
     ctx = getattr(handle, "_agent_turn_context", None)
@@ -217,7 +226,7 @@ def mark_input_truncated(output: AudioOutput) -> None:
 # below, no tap is installed and ``MessagePlaybackProgressed.heard_text`` is None; positions
 # are unaffected.
 
-# The synchronizer's audio output class and its ``_synchronizer`` attribute (1.0 - 1.8.9).
+# The synchronizer's audio output class and its ``_synchronizer`` attribute (1.8.0 - 1.8.9).
 _SyncedAudioOutput: type[AudioOutput] | None = getattr(_synchronizer, "_SyncedAudioOutput", None)
 
 
@@ -235,7 +244,7 @@ def transcript_synchronizer(top: AudioOutput) -> _synchronizer.TranscriptSynchro
 
 
 # ``TextOutput.next_in_chain`` is read-only; its value lives in the name-mangled attribute
-# below (1.0 - 1.8.9). The synchronizer hands it to each segment's word forwarder when it
+# below (1.8.0 - 1.8.9). The synchronizer hands it to each segment's word forwarder when it
 # creates the segment (``_SegmentSynchronizerImpl._next_in_chain``, read again for every word
 # and for the segment's final flush; the current one is ``TranscriptSynchronizer._impl``).
 _TEXT_NEXT = "_TextOutput__next_in_chain"

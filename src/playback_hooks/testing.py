@@ -2,16 +2,18 @@
 
 They produce real PCM and play it on a real clock, so a real ``AgentSession`` runs with no
 API keys and no LiveKit server. The package's own tests and demo use them; use them to
-test your own handlers::
+test your own handlers (the testing recipe in the documentation is a complete example):
 
-    sink = SimulatedSink()
-    session = AgentSession(llm=ScriptedLLM([["Hello there."]]), tts=SineTTS())
-    session.output.audio = sink
-    await session.start(MyAgent(), record=False)
-    tracker = attach(session)
-    with EventCollector(session) as events:
-        session.generate_reply()
-        await events.wait_finished(1, timeout=10)
+```python
+sink = SimulatedSink()
+session = AgentSession(llm=ScriptedLLM([["Hello there."]]), tts=SineTTS())
+session.output.audio = sink
+await session.start(MyAgent(), record=False)
+tracker = ph.attach(session)
+with EventCollector(session) as events:
+    session.generate_reply()
+    await events.wait_finished(1, timeout=10)
+```
 """
 
 from __future__ import annotations
