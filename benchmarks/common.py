@@ -140,13 +140,20 @@ def in_speech(handle: SpeechHandle) -> Iterator[None]:
         _livekit.speech_context.reset(token)
 
 
-def new_speech(session: AgentSession[Any]) -> SpeechHandle:
-    """A real ``SpeechHandle``, created and scheduled as livekit does for ``generate_reply()``."""
+def new_speech(session: AgentSession[Any], *, recorded: bool = True) -> SpeechHandle:
+    """A real ``SpeechHandle``, created and scheduled as livekit does for ``generate_reply()``.
+
+    ``recorded=False``: the ``speech_created`` event reaches the session's listeners (the
+    tracker) but not livekit's own record of the session's events (``AgentSession.emit``
+    in 1.8.9 keeps every event it emits until the next ``start()``, for the session
+    report), which would otherwise keep every speech of a long benchmark alive.
+    """
     handle = SpeechHandle.create()
-    session.emit(
-        "speech_created",
-        SpeechCreatedEvent(speech_handle=handle, user_initiated=True, source="generate_reply"),
-    )
+    event = SpeechCreatedEvent(speech_handle=handle, user_initiated=True, source="generate_reply")
+    if recorded:
+        session.emit("speech_created", event)
+    else:
+        super(AgentSession, session).emit("speech_created", event)
     _livekit.mark_scheduled(handle)
     return handle
 

@@ -10,8 +10,11 @@ plays four speeches through one ``AgentSession``:
 3. a reply the user interrupts during its second response;
 4. a realtime model (after a handoff) answering with a preamble item and an answer item.
 
-It prints one row per message and writes a picture of the timeline (SVG) and the audio
-as the user heard it (WAV) to ``demo-output/``. The WAV runs on the picture's clock:
+Its output chain is the one RoomIO builds: livekit's transcription synchronizer over the
+sink. It prints one row per message, then the words of each message as the user was shown
+them with how much of the message had been heard at each (live progress), and writes a
+picture of the timeline (SVG) and the audio as the user heard it (WAV) to
+``demo-output/``. The WAV runs on the picture's clock:
 silence where nothing played, so the interruption is heard where the picture shows it.
 Run it with ``make demo`` or ``python examples/demo.py [--out DIR]``.
 """
@@ -35,6 +38,7 @@ from livekit import rtc
 from livekit.agents import Agent, AgentSession, ModelSettings, llm
 from livekit.agents.types import FlushSentinel
 from livekit.agents.voice.events import AgentStateChangedEvent
+from livekit.agents.voice.transcription import TranscriptSynchronizer
 
 import playback_hooks as ph
 from playback_hooks.testing import (
@@ -69,6 +73,7 @@ WELCOME = "Welcome to the playback hooks demo."
 INTERRUPT_AFTER = 0.6  # seconds of story-2 the user hears before cutting in
 TRANSPORT_DELAY = 0.12  # seconds between handing a segment's first frame over and hearing it
 TAIL = 0.3  # seconds the timeline runs on after its last event
+SECONDS_PER_CHAR = 0.05  # the sine TTS speaks about as fast as a person
 
 
 # -- measuring what livekit does not tell --------------------------------------------------
@@ -118,6 +123,8 @@ class Notes:
     speaking: dict[str, float] = field(default_factory=dict)  # speech id -> time
     tasks: dict[str, tuple[float, str]] = field(default_factory=dict)  # id -> (start, end)
     interrupted_at: float | None = None  # when the user cut in (session.interrupt())
+    # message id -> (when, seconds of the message heard, word) for each word shown
+    words: dict[str, list[tuple[float, float, str]]] = field(default_factory=dict)
 
 
 class PipelineAgent(Agent):
@@ -171,6 +178,9 @@ class Row:
     position: float
     speaking: float | None
     task: tuple[float, str] | None
+    words: list[tuple[float, float, str]] = field(default_factory=list)
+    """(when, seconds of the message heard, word) for each word shown, from live progress."""
+    transcript: str | None = None
 
 
 @dataclass
@@ -196,8 +206,14 @@ async def run() -> Timeline:
     """Play the four speeches; return the timeline."""
     notes = Notes()
     sink = RemoteSink(transport_delay=TRANSPORT_DELAY, record=True)
-    session: AgentSession[Any] = AgentSession(llm=ScriptedLLM([]), tts=SineTTS())
-    session.output.audio = sink
+    session: AgentSession[Any] = AgentSession(
+        llm=ScriptedLLM([]), tts=SineTTS(seconds_per_char=SECONDS_PER_CHAR)
+    )
+    # RoomIO's chain: livekit's transcription synchronizer over the audio sink; it shows each
+    # word when its audio plays (here to no screen: the demo reads the words from progress)
+    synchronizer = TranscriptSynchronizer(next_in_chain_audio=sink, next_in_chain_text=None)
+    session.output.audio = synchronizer.audio_output
+    session.output.transcription = synchronizer.text_output
     t0 = time.time()
     realtime = ScriptedRealtimeModel([REALTIME_RESPONSE])
     await session.start(PipelineAgent(notes, [PLAN_REPLY, INTERRUPTED_REPLY]), record=False)
@@ -225,6 +241,15 @@ async def run() -> Timeline:
             raise
         notes.tasks[event.message_id] = (began, "done")
 
+    # Live progress: each word of a message as the user is shown it, with how much of the
+    # message had been heard then.
+    @ph.on_message_progress(session=session)
+    def word_shown(event: ph.MessagePlaybackProgressed) -> None:
+        words = notes.words.setdefault(event.message_id, [])
+        shown = "".join(w for _, _, w in words)
+        if event.heard_text is not None and event.heard_text != shown:
+            words.append((event.at, event.position, event.heard_text[len(shown) :]))
+
     with EventCollector(session) as events:
         try:
             greeting = session.say(WELCOME)
@@ -249,7 +274,9 @@ async def run() -> Timeline:
             await tracker.aclose()
         finally:
             ph.disconnect(background_task)
+            ph.disconnect(word_shown)
             await session.aclose()
+            await synchronizer.aclose()
             await sink.aclose()
 
     started_at = {e.message_id: e.started_at for e in events.started}
@@ -278,6 +305,8 @@ async def run() -> Timeline:
                 position=f.playback_position,
                 speaking=speaking,
                 task=notes.tasks.get(f.message_id),
+                words=notes.words.get(f.message_id, []),
+                transcript=f.transcript,
             )
         )
 
@@ -327,6 +356,28 @@ def render_table(timeline: Timeline) -> str:
     return "\n".join(lines)
 
 
+def render_words(rows: Sequence[Row]) -> str:
+    """Each message's words as the user was shown them, with the seconds heard at each."""
+    lines: list[str] = []
+    for r in rows:
+        if r.started is None:
+            lines.append(f"  {r.message_id:<13} (never heard)")
+            continue
+        words = "  ".join(f"{word.strip()} {position:.2f}" for _, position, word in r.words)
+        lines.append(f"  {r.message_id:<13} {words}")
+        shown = "".join(word for _, _, word in r.words)
+        if r.played == "partial":
+            lines.append(
+                f"  {'':<13} cut off at {r.position:.2f} s: shown {shown.strip()!r}, "
+                f"transcript {r.transcript!r}"
+            )
+        elif r.transcript is not None and shown != r.transcript:
+            rest = r.transcript[len(shown) :].strip() if r.transcript.startswith(shown) else ""
+            if rest:
+                lines.append(f"  {'':<13} shown at once after the end: {rest!r}")
+    return "\n".join(lines)
+
+
 # -- the picture --------------------------------------------------------------------------
 
 _COLORS = {"full": "#2e9e5b", "partial": "#e08a1e", "skipped": "#9aa0a6"}
@@ -369,6 +420,12 @@ def _legend_item(
         )
     elif kind == "bar":
         out.append(f'<rect x="{lx}" y="{cy - 5}" width="16" height="10" fill="{color}"/>')
+    elif kind == "word":
+        out.append(f'<rect x="{lx}" y="{cy - 5}" width="16" height="10" fill="{color}"/>')
+        out.append(
+            f'<line x1="{lx + 8}" y1="{cy - 5}" x2="{lx + 8}" y2="{cy + 5}" '
+            'stroke="#ffffff" stroke-width="1.5"/>'
+        )
     else:  # a text sample, as the lanes show it
         out.append(
             f'<text x="{lx}" y="{cy + 4}" fill="{color}" font-size="10">{html.escape(kind)}</text>'
@@ -412,6 +469,7 @@ def render_svg(timeline: Timeline) -> str:
             ("bar", _COLORS["full"], "played: full"),
             ("bar", _COLORS["partial"], "partial"),
             ("bar", _COLORS["skipped"], "skipped"),
+            ("word", _COLORS["full"], "word shown"),
             (
                 "task: done / cancelled",
                 _TASK,
@@ -470,6 +528,11 @@ def render_svg(timeline: Timeline) -> str:
                 f'width="{max(1.0, (r.finished - r.started) * scale):.1f}" height="14" '
                 f'rx="2" fill="{_COLORS[r.played]}"/>'
             )
+            for at, _, _ in r.words:
+                out.append(
+                    f'<line class="word" x1="{x(at):.1f}" y1="{mid - 7}" x2="{x(at):.1f}" '
+                    f'y2="{mid + 7}" stroke="#ffffff" stroke-width="1.5"/>'
+                )
         else:
             fx = x(r.finished)
             out.append(
@@ -579,6 +642,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "\n  later (a simulated transport); 'started' is the sink's own time."
         f"\n  The user cut in at {timeline.interrupted_at - timeline.t0:.3f} s."
     )
+    print(
+        "\nWhat the user was shown of each message, word by word, with the seconds of the"
+        "\nmessage heard at each word (@on_message_progress):\n"
+    )
+    print(render_words(timeline.rows))
     print("\nBackground tasks started by @on_message_played(cancel_on_partial=True):")
     for r in timeline.rows:
         if r.task is not None and r.started is not None:

@@ -34,6 +34,17 @@ class TestBenchmarksQuick:
             assert chain["sink_frames_equal"]
             assert chain["started_events"] == chain["expected_started_events"]
 
+        progress = results["progress"]
+        word = progress["per_word"]
+        # nobody listens: no word followed, no event; a receiver: one event per word
+        assert word["progress_events"]["untracked"] == 0
+        assert word["progress_events"]["no receiver"] == 0
+        assert word["progress_events"]["receiver"] == word["expected_progress_events"]
+        assert not word["words_followed_without_receiver"]
+        assert word["words_followed_with_receiver"]
+        assert word["text_output_got_every_word"]
+        assert set(progress["per_frame"]["rows"]) == {"untracked", "no receiver", "receiver"}
+
         assert [(r["kind"], r["other_handlers"]) for r in results["dispatch"]["rows"]] == [
             (kind, n) for kind in ("sync", "async") for n in (0, 1, 10)
         ]
@@ -50,7 +61,7 @@ class TestBenchmarksQuick:
 
         results["machine"] = run.machine()
         results["targets"] = run.targets(results)
-        assert len(results["targets"]) == 14
+        assert len(results["targets"]) == 18
         for target in results["targets"]:
             assert set(target) >= {"name", "target", "measured", "met"}
             assert isinstance(target["met"], bool)

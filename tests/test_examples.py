@@ -101,6 +101,26 @@ class TestDemo:
         story_2 = rows[5]
         assert story_2.started is not None
         assert story_2.started < timeline.interrupted_at <= story_2.finished
+        # live progress: the words each heard message was shown, in order, never going back,
+        # all before its finished event; a full one's words begin its transcript, a cut-off
+        # one's are its transcript and at most the one word on screen when the user cut in
+        for r in heard:
+            shown = "".join(word for _, _, word in r.words)
+            positions = [position for _, position, _ in r.words]
+            assert r.words and r.transcript is not None, r.message_id
+            assert positions == sorted(positions)
+            assert all(r.started < at <= r.finished for at, _, _ in r.words)
+            if r.played == "full":
+                assert r.transcript.startswith(shown)
+                assert positions[-1] <= r.position + 1e-9
+            else:
+                assert shown.startswith(r.transcript)
+                assert len(shown.split()) - len(r.transcript.split()) <= 1
+        assert [r.words for r in rows if r.started is None] == [[]]
+        words = demo.render_words(rows).splitlines()
+        assert [line.split()[0] for line in words if not line.startswith(" " * 3)] == [
+            r.message_id for r in rows
+        ]
         table = demo.render_table(timeline).splitlines()
         assert [line.split()[0] for line in table[2:]] == [r.message_id for r in rows]
 

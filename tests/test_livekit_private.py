@@ -16,6 +16,7 @@ from livekit.agents.llm import LLMStream
 from livekit.agents.utils import aio
 from livekit.agents.voice import agent_activity, io
 from livekit.agents.voice.speech_handle import SpeechHandle
+from livekit.agents.voice.transcription import TranscriptSynchronizer, synchronizer
 
 from playback_hooks import _livekit
 from playback_hooks.testing import SimulatedSink
@@ -117,3 +118,60 @@ class TestPrivateNames:
         # the channel an LLMStream._run hands its chunks to (a Chan, or a subclass of it)
         assert "self._event_ch = " in inspect.getsource(LLMStream.__init__)
         assert callable(getattr(aio.Chan, "send_nowait", None))
+
+
+class _Text(io.TextOutput):
+    """A text output that records nothing (the tests only look at the chain)."""
+
+    def __init__(self, below: io.TextOutput | None = None) -> None:
+        super().__init__(label="_Text", next_in_chain=below)
+
+    async def capture_text(self, text: str) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+
+class TestPrivateNamesForLiveProgress:
+    """The synchronizer internals the word tap of live progress relies on still exist."""
+
+    async def test_synchronizer_is_found_down_the_audio_chain(self) -> None:
+        sink = SimulatedSink()
+        sync = TranscriptSynchronizer(next_in_chain_audio=sink, next_in_chain_text=_Text())
+        try:
+            assert _livekit._SyncedAudioOutput is synchronizer._SyncedAudioOutput
+            assert "_synchronizer" in vars(sync.audio_output)
+            top = _livekit.TransparentOutput(sync.audio_output, label="top")
+            assert _livekit.transcript_synchronizer(top) is sync
+            assert _livekit.transcript_synchronizer(sink) is None
+        finally:
+            await sync.aclose()
+            await sink.aclose()
+
+    async def test_text_tap_goes_under_the_text_output_and_out_again(self) -> None:
+        sink = SimulatedSink()
+        below = _Text()
+        sync = TranscriptSynchronizer(next_in_chain_audio=sink, next_in_chain_text=below)
+        tap = _Text(below)
+        try:
+            assert _livekit.text_tap_supported(sync)
+            _livekit.insert_text_tap(sync, tap)
+            assert sync.text_output.next_in_chain is tap
+            assert sync._impl._next_in_chain is tap  # the segment being shown
+            # each new segment's word forwarder is made with the text output's next_in_chain
+            sync.rotate_segment()
+            await sync.barrier()
+            assert sync._impl._next_in_chain is tap
+            assert _livekit.remove_text_tap(sync, tap)
+            assert sync.text_output.next_in_chain is below
+            assert sync._impl._next_in_chain is below
+            assert not _livekit.remove_text_tap(sync, tap)
+        finally:
+            await sync.aclose()
+            await sink.aclose()
+
+    def test_the_word_forwarder_reads_its_next_output_for_every_word(self) -> None:
+        source = inspect.getsource(synchronizer._SegmentSynchronizerImpl._capture_task)
+        assert "self._next_in_chain.capture_text(text)" in source
+        assert "self._next_in_chain.flush()" in source

@@ -1,6 +1,13 @@
 """Model-based fuzzing of the tracker: random interleavings of what livekit, the sink and
 handlers can do, with the guarantees checked after every step.
 
+The chain is either the bare sink or livekit's transcription synchronizer over it; the
+machine also shows words below the synchronizer's text output, reports played runs, pauses
+and resumes the output and asks ``now_playing()``, and checks live progress after every step:
+progress between its message's started and finished events, position / heard_text / at never
+going backwards, positions within the audio the sink got, words only in the message whose
+segment was playing when they were shown.
+
 ``make test`` runs a bounded number of examples; ``make fuzz`` runs thousands
 (``PLAYBACK_HOOKS_FUZZ_EXAMPLES``) and prints ``fuzz: N examples, M failures`` last.
 """
@@ -11,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,21 +30,29 @@ from hypothesis.stateful import (
     RuleBasedStateMachine,
     initialize,
     invariant,
+    precondition,
     rule,
     run_state_machine_as_test,
 )
 from livekit import rtc
 from livekit.agents import AgentSession
 from livekit.agents.voice.events import SpeechCreatedEvent
-from livekit.agents.voice.io import AudioOutput, AudioOutputCapabilities
+from livekit.agents.voice.io import AudioOutput, AudioOutputCapabilities, TextOutput
 from livekit.agents.voice.speech_handle import SpeechHandle
+from livekit.agents.voice.transcription import TranscriptSynchronizer
 
 import playback_hooks as ph
 from playback_hooks import _livekit
 from playback_hooks._ledger import ledger_for
 from playback_hooks.tracker import PlaybackTracker
 
-FRAME = rtc.AudioFrame(b"\x00\x00" * 240, 24000, 1, 240)  # 10 ms
+FRAME = rtc.AudioFrame(b"\x00\x00" * 24, 24000, 1, 24)  # 1 ms: the steps outlast the audio
+
+SIGNALS = (
+    ph.message_playback_started,
+    ph.message_playback_finished,
+    ph.message_playback_progressed,
+)
 
 
 class ManualSink(AudioOutput):
@@ -45,6 +61,7 @@ class ManualSink(AudioOutput):
     def __init__(self) -> None:
         super().__init__(label="ManualSink", capabilities=AudioOutputCapabilities(pause=True))
         self.open: list[dict[str, Any]] = []  # accepted segments not yet reported finished
+        self.done: list[dict[str, Any]] = []  # the segments reported finished
         self.current: dict[str, Any] | None = None  # the segment being captured
 
     @property
@@ -54,7 +71,13 @@ class ManualSink(AudioOutput):
     async def capture_frame(self, frame: rtc.AudioFrame) -> None:
         await super().capture_frame(frame)
         if self.current is None:
-            self.current = {"started": False, "flushed": False, "captured": 0.0}
+            self.current = {
+                "started": False,
+                "flushed": False,
+                "captured": 0.0,
+                "created_at": None,
+                "reported": 0.0,  # seconds of played runs reported
+            }
             self.open.append(self.current)
         self.current["captured"] += frame.duration
 
@@ -66,6 +89,20 @@ class ManualSink(AudioOutput):
 
     def clear_buffer(self) -> None:
         pass
+
+
+class WordLog(TextOutput):
+    """The bottom of the text chain: logs each word and flush into the machine's log."""
+
+    def __init__(self, log: list[tuple[str, Any]]) -> None:
+        super().__init__(label="WordLog", next_in_chain=None)
+        self.log = log
+
+    async def capture_text(self, text: str) -> None:
+        self.log.append(("text", str(text)))
+
+    def flush(self) -> None:
+        self.log.append(("flush", None))
 
 
 class TrackerMachine(RuleBasedStateMachine):
@@ -83,8 +120,9 @@ class TrackerMachine(RuleBasedStateMachine):
         self.session.output.audio = self.sink
         self.tracker = PlaybackTracker(self.session, self.loop)
         self.events: list[Any] = []
-        ph.message_playback_started.connect(self._record, sender=self.session, weak=False)
-        ph.message_playback_finished.connect(self._record, sender=self.session, weak=False)
+        # a progress receiver too: the tracker follows every message's progress
+        for signal in SIGNALS:
+            signal.connect(self._record, sender=self.session, weak=False)
         self.handlers: list[Any] = []
         self.next_id = 0
         self.announced: dict[str, int] = {}  # speech id -> messages announced
@@ -94,6 +132,11 @@ class TrackerMachine(RuleBasedStateMachine):
         self.internal_errors = _InternalErrors()
         logging.getLogger("playback_hooks").addHandler(self.internal_errors)
         self.items: dict[str, list[Any]] = {}  # speech id -> realtime messages announced
+        # live progress: livekit's synchronizer in the chain (or not), the words shown and
+        # the segments started, in the order they happened
+        self.synchronizer: TranscriptSynchronizer | None = None
+        self.word_log: list[tuple[str, Any]] = []
+        self.next_word = 0
 
     examples = 0
 
@@ -110,6 +153,18 @@ class TrackerMachine(RuleBasedStateMachine):
     def _settle(self) -> None:
         for _ in range(3):
             self.loop.run_until_complete(asyncio.sleep(0))
+
+    def _sync(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        # livekit calls its outputs from its tasks; the synchronizer creates tasks in them
+        async def call() -> Any:
+            return fn(*args, **kwargs)
+
+        return self.loop.run_until_complete(call())
+
+    def _may_open_segment(self) -> bool:
+        # livekit forwards a speech's next segment once the previous one finished playing;
+        # the bare sink takes any order, livekit's synchronizer only that one
+        return self.synchronizer is None or not self.sink.open
 
     def _in_speech(self, handle: SpeechHandle, coro_fn: Any) -> Any:
         token = _livekit.speech_context.set(handle)
@@ -139,14 +194,32 @@ class TrackerMachine(RuleBasedStateMachine):
 
         else:
             return
-        for signal in (ph.message_playback_started, ph.message_playback_finished):
+        for signal in SIGNALS:
             signal.connect(handler, sender=self.session, weak=False)
         self.handlers.append(handler)
+
+    @initialize(synchronized=st.booleans())
+    def build_chain(self, synchronized: bool) -> None:
+        """Either the bare sink, or livekit's transcription synchronizer over it (RoomIO's
+        chain), whose text output the machine then feeds words below."""
+        if not synchronized:
+            return
+
+        async def make() -> TranscriptSynchronizer:
+            return TranscriptSynchronizer(
+                next_in_chain_audio=self.sink, next_in_chain_text=WordLog(self.word_log)
+            )
+
+        self.synchronizer = self.loop.run_until_complete(make())
+        self.session.output.audio = self.synchronizer.audio_output
 
     # -- speeches -----------------------------------------------------------------------
 
     @rule(target=speeches, scheduled=st.booleans(), say=st.booleans())
     def new_speech(self, scheduled: bool, say: bool) -> SpeechHandle:
+        return self._create_speech(scheduled, say)
+
+    def _create_speech(self, scheduled: bool, say: bool) -> SpeechHandle:
         handle = SpeechHandle.create()
         if scheduled:
             _livekit.mark_scheduled(handle)
@@ -212,13 +285,15 @@ class TrackerMachine(RuleBasedStateMachine):
             return
         if self.capturing is not None and self.capturing is not handle:
             return
+        if self.capturing is None and not self._may_open_segment():
+            return
         self.capturing = handle
         for _ in range(frames):
             self._in_speech(
                 handle, lambda: self.loop.run_until_complete(self.output.capture_frame(FRAME))
             )
         if flush:
-            self._in_speech(handle, self.output.flush)
+            self._in_speech(handle, lambda: self._sync(self.output.flush))
             self.capturing = None
         self._settle()
 
@@ -226,24 +301,26 @@ class TrackerMachine(RuleBasedStateMachine):
     def flush_empty(self, handle: SpeechHandle) -> None:
         if not handle.scheduled or handle.done() or self.capturing is not None:
             return
-        self._in_speech(handle, self.output.flush)
+        if not self._may_open_segment():
+            return
+        self._in_speech(handle, lambda: self._sync(self.output.flush))
         self._settle()
 
     @rule()
     def truncate(self) -> None:
         if self.capturing is not None:
-            _livekit.mark_input_truncated(self.output)
+            self._sync(_livekit.mark_input_truncated, self.output)
 
     @rule(pause=st.booleans())
     def pause_or_resume(self, pause: bool) -> None:
         if pause:
-            self.output.pause()
+            self._sync(self.output.pause)
         else:
-            self.output.resume()
+            self._sync(self.output.resume)
 
     @rule()
     def clear_buffer(self) -> None:
-        self.output.clear_buffer()
+        self._sync(self.output.clear_buffer)
 
     # -- sink events ----------------------------------------------------------------------
 
@@ -252,9 +329,99 @@ class TrackerMachine(RuleBasedStateMachine):
         for seg in self.sink.open:
             if not seg["started"]:
                 seg["started"] = True
-                self.sink.on_playback_started(created_at=self.loop.time())
+                seg["created_at"] = time.time()
+                # the tracker's output takes the report for its oldest open segment, the
+                # first one the sink started: words shown from now on are that message's
+                self.word_log.append(("started", self.sink.open[0]["created_at"]))
+                self._sync(self.sink.on_playback_started, created_at=seg["created_at"])
                 break
         self._settle()
+
+    @rule(handle=speeches, named=st.booleans(), frames=st.integers(1, 3))
+    def message_plays(self, handle: SpeechHandle, named: bool, frames: int) -> None:
+        """The common path in one step: a message of the speech is announced, its segment
+        is captured and the sink starts it (so that progress has something to report)."""
+        if not handle.scheduled or handle.done() or self.capturing is not None:
+            return
+        if not self._may_open_segment():
+            return
+        self.announce(handle, named, has_segment=True)
+        self.capture(handle, frames, flush=False)
+        self.sink_started()
+
+    @rule(target=speeches, named=st.booleans(), frames=st.integers(1, 3))
+    def speech_plays(self, named: bool, frames: int) -> SpeechHandle:
+        """A new speech whose first message starts playing, in one step."""
+        handle = self._create_speech(scheduled=True, say=False)
+        self.message_plays(handle, named, frames)
+        return handle
+
+    @precondition(lambda self: bool(self.sink.open) and self.sink.open[0]["started"])
+    @rule(fraction=st.floats(0, 1))
+    def sink_progressed(self, fraction: float) -> None:
+        # a played run of the playing segment, never more than the audio it was given
+        if not self.sink.open or not self.sink.open[0]["started"]:
+            return
+        seg = self.sink.open[0]
+        duration = (seg["captured"] - seg["reported"]) * fraction
+        if duration <= 0:
+            return
+        self._sync(
+            self.sink.on_playback_progressed,
+            started_at=time.time() - duration,
+            offset=seg["reported"],
+            duration=duration,
+        )
+        seg["reported"] += duration
+        self._settle()
+
+    @precondition(lambda self: self.synchronizer is not None)
+    @rule(flush=st.booleans())
+    def word_shown(self, flush: bool) -> None:
+        # what livekit's synchronizer does: a word to the text output below its own, or the
+        # flush that closes its segment
+        if self.synchronizer is None:
+            return
+        below = self.synchronizer.text_output.next_in_chain
+        assert below is not None
+        if flush:
+            self._sync(below.flush)
+        else:
+            self.next_word += 1
+            self.loop.run_until_complete(below.capture_text(f"w{self.next_word} "))
+        self._settle()
+
+    @rule(
+        actions=st.lists(
+            st.sampled_from(["word", "flush", "run", "pause", "resume", "now"]), max_size=8
+        ),
+        fraction=st.floats(0, 1),
+    )
+    def plays_on(self, actions: list[str], fraction: float) -> None:
+        """A burst of what happens while a message plays: words shown, runs reported,
+        pauses and resumes, now_playing() calls, in any order."""
+        for action in actions:
+            if action in ("word", "flush"):
+                if self.synchronizer is not None:
+                    self.word_shown(flush=action == "flush")
+            elif action == "run":
+                if self.sink.open and self.sink.open[0]["started"]:
+                    self.sink_progressed(fraction)
+            elif action in ("pause", "resume"):
+                self.pause_or_resume(action == "pause")
+            else:
+                self.ask_now_playing()
+
+    @rule()
+    def ask_now_playing(self) -> None:
+        # after a settle every released event is delivered: compare with what was received
+        self._settle()
+        observed = self.tracker.now_playing()
+        last: dict[tuple[str, int], float] = {}
+        for ev in self.events:
+            if isinstance(ev, ph.MessagePlaybackProgressed):
+                last[(ev.speech_id, ev.index)] = ev.position
+        self._check_now_playing(observed, last)
 
     @rule(interrupted=st.booleans(), fraction=st.floats(0, 1))
     def sink_finished(self, interrupted: bool, fraction: float) -> None:
@@ -264,14 +431,17 @@ class TrackerMachine(RuleBasedStateMachine):
         if not (seg["flushed"] or interrupted):
             return
         self.sink.open.pop(0)
+        self.sink.done.append(seg)
         if seg is self.sink.current and self.capturing is not None:
             # livekit reacts to an interruption by cancelling the forwarding, which flushes
-            self._in_speech(self.capturing, self.output.flush)
+            self._in_speech(self.capturing, lambda: self._sync(self.output.flush))
             self.capturing = None
         position = seg["captured"] * (fraction if interrupted else 1.0)
         if not seg["started"]:
             position = 0.0
-        self.sink.on_playback_finished(playback_position=position, interrupted=interrupted)
+        self._sync(
+            self.sink.on_playback_finished, playback_position=position, interrupted=interrupted
+        )
         self._settle()
 
     @rule(handle=speeches, interrupted=st.booleans())
@@ -279,9 +449,9 @@ class TrackerMachine(RuleBasedStateMachine):
         if handle.done():
             return
         if self.capturing is handle:
-            self._in_speech(handle, self.output.flush)
+            self._in_speech(handle, lambda: self._sync(self.output.flush))
             self.capturing = None
-        _livekit.mark_done(handle, interrupted=interrupted)
+        self._sync(_livekit.mark_done, handle, interrupted=interrupted)
         self._settle()
 
     # -- the guarantees ---------------------------------------------------------------
@@ -294,14 +464,15 @@ class TrackerMachine(RuleBasedStateMachine):
     def guarantees_hold(self) -> None:
         started: dict[str, Any] = {}
         finished: dict[str, Any] = {}
-        for i, ev in enumerate(self.events):
+        events = [e for e in self.events if not isinstance(e, ph.MessagePlaybackProgressed)]
+        for i, ev in enumerate(events):
             key = ev.message_id
             if isinstance(ev, ph.MessagePlaybackStarted):
                 assert key not in started, f"two started events for {key}"
                 assert key not in finished, f"{key} started after it finished"
                 started[key] = ev
                 # finished(k) before started(k+1): nothing else until this one finishes
-                rest = self.events[i + 1 :]
+                rest = events[i + 1 :]
                 if rest:
                     nxt = rest[0]
                     assert isinstance(nxt, ph.MessagePlaybackFinished), nxt
@@ -324,6 +495,74 @@ class TrackerMachine(RuleBasedStateMachine):
             by_speech.setdefault(ev.speech_id, []).append(ev.index)
         for indexes in by_speech.values():
             assert indexes == sorted(indexes)
+
+    @invariant()
+    def progress_holds(self) -> None:
+        """Progress comes between its message's started and finished events; position,
+        heard_text and at never go backwards; positions stay within the audio the sink got;
+        a word shown is in the message whose segment was playing, never in another."""
+        state: dict[tuple[str, int], str] = {}
+        last: dict[tuple[str, int], ph.MessagePlaybackProgressed] = {}
+        started_at: dict[tuple[str, int], float] = {}
+        for ev in self.events:
+            key = (ev.speech_id, ev.index)
+            if isinstance(ev, ph.MessagePlaybackStarted):
+                state[key] = "playing"
+                started_at[key] = ev.started_at
+            elif isinstance(ev, ph.MessagePlaybackFinished):
+                assert ev.played == "skipped" or state.get(key) == "playing", ev
+                state[key] = "done"
+            else:
+                assert state.get(key) == "playing", f"progress outside its playback: {ev}"
+                assert ev.at >= started_at[key]
+                before = last.get(key)
+                if before is not None:
+                    assert ev.position >= before.position, (before, ev)
+                    assert ev.at >= before.at, (before, ev)
+                    assert (ev.heard_text or "").startswith(before.heard_text or ""), (before, ev)
+                last[key] = ev
+                assert 0 <= ev.position <= self._captured(started_at[key]) + 1e-9, ev
+                if self.synchronizer is None:
+                    assert ev.heard_text is None
+                else:
+                    assert ev.heard_text is not None
+                    shown = self._words_shown_during(started_at[key])
+                    assert shown.startswith(ev.heard_text), (shown, ev)
+
+    def _captured(self, created_at: float) -> float:
+        for seg in self.sink.open + self.sink.done:
+            if seg["created_at"] == created_at:
+                return float(seg["captured"])
+        raise AssertionError(f"no segment started at {created_at}")
+
+    def _words_shown_during(self, created_at: float) -> str:
+        # the words logged while the segment started at created_at was the one playing
+        # (from the sink's report until the synchronizer's flush)
+        shown: list[str] = []
+        following: float | None = None
+        for kind, value in self.word_log:
+            if kind == "started":
+                following = value
+            elif kind == "flush":
+                following = None
+            elif following == created_at:
+                shown.append(value)
+        return "".join(shown)
+
+    def _check_now_playing(self, observed: Any, last: dict[tuple[str, int], float]) -> None:
+        playing = set()
+        for ev in self.events:
+            key = (ev.speech_id, ev.index)
+            if isinstance(ev, ph.MessagePlaybackStarted):
+                playing.add(key)
+            elif isinstance(ev, ph.MessagePlaybackFinished):
+                playing.discard(key)
+        if observed is None:
+            assert not playing, playing
+            return
+        key = (observed.speech_id, observed.index)
+        assert playing == {key}, (playing, observed)
+        assert observed.position >= last.get(key, 0.0)
 
     def teardown(self) -> None:
         try:
@@ -349,9 +588,14 @@ class TrackerMachine(RuleBasedStateMachine):
             assert stats.unreleased_messages == 0, "messages left unfinished"
             self.loop.run_until_complete(self.tracker.aclose())
             assert self.tracker.stats().handler_tasks == 0
+            if self.synchronizer is not None:
+                # detached: livekit's text chain is what it was
+                assert isinstance(self.synchronizer.text_output.next_in_chain, WordLog)
         finally:
             logging.getLogger("playback_hooks").removeHandler(self.internal_errors)
-            for signal in (ph.message_playback_started, ph.message_playback_finished):
+            if self.synchronizer is not None:
+                self.loop.run_until_complete(self.synchronizer.aclose())
+            for signal in SIGNALS:
                 signal.disconnect(self._record)
                 for handler in self.handlers:
                     signal.disconnect(handler)
@@ -361,7 +605,7 @@ class TrackerMachine(RuleBasedStateMachine):
 
 
 def _examples() -> int:
-    return int(os.environ.get("PLAYBACK_HOOKS_FUZZ_EXAMPLES", "60"))
+    return int(os.environ.get("PLAYBACK_HOOKS_FUZZ_EXAMPLES", "200"))
 
 
 class _InternalErrors(logging.Handler):

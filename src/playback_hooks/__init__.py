@@ -1,21 +1,31 @@
 """Per-message playback events for LiveKit Agents.
 
 Tells application code the moment each assistant message's audio started playing to the
-user, and how its playback ended, with the message's id and the app's metadata.
+user, how much of it has been heard while it plays, and how its playback ended, with the
+message's id and the app's metadata.
 """
 
 from __future__ import annotations
 
 from importlib import metadata as _metadata
 
-from .events import Event, MessagePlaybackFinished, MessagePlaybackStarted, Played, Source
+from .events import (
+    Event,
+    MessagePlaybackFinished,
+    MessagePlaybackProgressed,
+    MessagePlaybackStarted,
+    Played,
+    Source,
+)
 from .markers import MessageBoundary, track_messages
 from .signals import (
     disconnect,
     message_playback_finished,
+    message_playback_progressed,
     message_playback_started,
     on_message_finished,
     on_message_played,
+    on_message_progress,
 )
 from .tracing import SPAN_NAME, enable_tracing
 from .tracker import MessageNotPlayed, PlaybackTracker, TrackerStats, attach, tracker_for
@@ -25,6 +35,7 @@ __all__ = [
     "MessageBoundary",
     "MessageNotPlayed",
     "MessagePlaybackFinished",
+    "MessagePlaybackProgressed",
     "MessagePlaybackStarted",
     "PlaybackTracker",
     "Played",
@@ -35,9 +46,11 @@ __all__ = [
     "disconnect",
     "enable_tracing",
     "message_playback_finished",
+    "message_playback_progressed",
     "message_playback_started",
     "on_message_finished",
     "on_message_played",
+    "on_message_progress",
     "track_messages",
     "tracker_for",
 ]

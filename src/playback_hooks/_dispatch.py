@@ -10,11 +10,17 @@ from blinker import Signal
 from livekit.agents import AgentSession
 
 from ._log import logger
-from .events import Event, MessagePlaybackFinished, MessagePlaybackStarted
+from .events import (
+    Event,
+    MessagePlaybackFinished,
+    MessagePlaybackProgressed,
+    MessagePlaybackStarted,
+)
 from .signals import (
     follows_message,
     handler_name,
     message_playback_finished,
+    message_playback_progressed,
     message_playback_started,
 )
 
@@ -80,6 +86,8 @@ class Dispatcher:
             if isinstance(event, MessagePlaybackFinished):
                 self._end_following(event)
                 self._deliver(message_playback_finished, event)
+            elif isinstance(event, MessagePlaybackProgressed):
+                self._deliver(message_playback_progressed, event)
             else:
                 self._deliver(message_playback_started, event)
 

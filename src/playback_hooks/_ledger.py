@@ -18,10 +18,12 @@ from typing import Any
 
 from livekit.agents.voice.speech_handle import SpeechHandle
 
+from ._progress import Playhead
 from .events import (
     EMPTY_METADATA,
     Event,
     MessagePlaybackFinished,
+    MessagePlaybackProgressed,
     MessagePlaybackStarted,
     Played,
     Source,
@@ -55,6 +57,7 @@ class Message:
     started_at: float | None = None
     pending_started: MessagePlaybackStarted | None = None  # made, not yet released
     finished: MessagePlaybackFinished | None = None
+    playhead: Playhead | None = None  # its segment's live position, once it has audio
 
 
 @dataclass(eq=False)
@@ -92,6 +95,7 @@ class Ledger:
         self._unreleased: deque[Message] = deque()
         self._accepting = True
         self._on_idle: Callable[[], None] | None = None
+        self._progress = True  # progress events are sent (until detach)
 
     # -- speeches ---------------------------------------------------------------------------
 
@@ -236,6 +240,53 @@ class Ledger:
             played = "full"
         msg.finished = self._finished_event(msg, played, interrupted, position, transcript)
         self._release()
+
+    # -- live progress ----------------------------------------------------------------------
+
+    @staticmethod
+    def playing(msg: Message) -> bool:
+        """Whether ``msg``'s started event is released and its finished event is not."""
+        return msg.started_at is not None and msg.pending_started is None and msg.finished is None
+
+    def playing_message(self) -> Message | None:
+        """The message playing now, as the released events tell it, if any."""
+        if self._unreleased:
+            head = self._unreleased[0]
+            if self.playing(head):
+                return head
+        return None
+
+    def progressed(self, msg: Message, now: float) -> None:
+        """``msg`` played on or a word of it was shown: release its progress event.
+
+        Only while it plays (its started event is out, its finished event is not), only if
+        progress was wanted when its audio began; dropped otherwise.
+        """
+        playhead = msg.playhead
+        if playhead is None or not playhead.measured or not self._progress:
+            return
+        if self.playing(msg):
+            self._on_event(self.progress(msg, now))
+
+    def progress(self, msg: Message, now: float) -> MessagePlaybackProgressed:
+        """``msg``'s progress observed at ``now`` (its position never goes backwards)."""
+        assert msg.message_id is not None
+        playhead = msg.playhead
+        return MessagePlaybackProgressed(
+            message_id=msg.message_id,
+            speech_id=msg.speech.handle.id,
+            index=msg.index,
+            source=msg.source,
+            metadata=msg.metadata,
+            position=0.0 if playhead is None else playhead.position(now),
+            heard_text=None if playhead is None else playhead.heard_text,
+            paused=False if playhead is None else playhead.paused,
+            at=now,
+        )
+
+    def stop_progress(self) -> None:
+        """Send no more progress events (started and finished events go on)."""
+        self._progress = False
 
     # -- internals --------------------------------------------------------------------------
 

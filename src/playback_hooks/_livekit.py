@@ -25,6 +25,7 @@ from livekit.agents.voice.io import (
     PlaybackStartedEvent,
 )
 from livekit.agents.voice.speech_handle import SpeechHandle
+from livekit.agents.voice.transcription import synchronizer as _synchronizer
 from opentelemetry import context as otel_context
 
 __all__ = [
@@ -215,3 +216,71 @@ def mark_done(handle: SpeechHandle, *, interrupted: bool = False) -> None:
 def mark_input_truncated(output: AudioOutput) -> None:
     """What livekit does on the top output when the TTS failed mid-segment."""
     output._mark_input_truncated()
+
+
+# -- live progress: the words the transcription synchronizer shows ---------------------------
+#
+# livekit's TranscriptSynchronizer releases each word to the text output below its own when
+# the word's audio plays. To see those words per message, a text output goes between the
+# synchronizer's text output and the one below it. Where a release lacks one of the names
+# below, no tap is installed and ``MessagePlaybackProgressed.heard_text`` is None; positions
+# are unaffected.
+
+# The synchronizer's audio output class and its ``_synchronizer`` attribute (1.8.0 - 1.8.9).
+_SyncedAudioOutput: type[AudioOutput] | None = getattr(_synchronizer, "_SyncedAudioOutput", None)
+
+
+def transcript_synchronizer(top: AudioOutput) -> _synchronizer.TranscriptSynchronizer | None:
+    """The transcription synchronizer whose audio output is in the chain under ``top``."""
+    if _SyncedAudioOutput is None:
+        return None
+    node: AudioOutput | None = top
+    while node is not None:
+        if isinstance(node, _SyncedAudioOutput):
+            found = getattr(node, "_synchronizer", None)
+            return found if isinstance(found, _synchronizer.TranscriptSynchronizer) else None
+        node = node.next_in_chain
+    return None
+
+
+# ``TextOutput.next_in_chain`` is read-only; its value lives in the name-mangled attribute
+# below (1.8.0 - 1.8.9). The synchronizer hands it to each segment's word forwarder when it
+# creates the segment (``_SegmentSynchronizerImpl._next_in_chain``, read again for every word
+# and for the segment's final flush; the current one is ``TranscriptSynchronizer._impl``).
+_TEXT_NEXT = "_TextOutput__next_in_chain"
+
+
+def text_tap_supported(synchronizer: _synchronizer.TranscriptSynchronizer) -> bool:
+    """Whether this release lets a text output go under the synchronizer's text output."""
+    impl = getattr(synchronizer, "_impl", None)
+    return hasattr(synchronizer.text_output, _TEXT_NEXT) and hasattr(impl, "_next_in_chain")
+
+
+def insert_text_tap(
+    synchronizer: _synchronizer.TranscriptSynchronizer, tap: _io.TextOutput
+) -> None:
+    """Put ``tap`` (whose ``next_in_chain`` is the synchronizer's text output's) under it.
+
+    Nothing is re-attached: the segment showing keeps its words and its flush, which go
+    through ``tap`` from the next word on.
+    """
+    text_output = synchronizer.text_output
+    below = text_output.next_in_chain
+    setattr(text_output, _TEXT_NEXT, tap)
+    impl = synchronizer._impl
+    if impl._next_in_chain is below:
+        impl._next_in_chain = tap
+
+
+def remove_text_tap(
+    synchronizer: _synchronizer.TranscriptSynchronizer, tap: _io.TextOutput
+) -> bool:
+    """Take ``tap`` out again if it is still right under the synchronizer's text output."""
+    text_output = synchronizer.text_output
+    if text_output.next_in_chain is not tap:
+        return False
+    setattr(text_output, _TEXT_NEXT, tap.next_in_chain)
+    impl = synchronizer._impl
+    if impl._next_in_chain is tap:
+        impl._next_in_chain = tap.next_in_chain
+    return True

@@ -1,4 +1,4 @@
-"""The event payloads: a message started playing, a message's playback ended."""
+"""The event payloads: a message started playing, played on, and ended."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ __all__ = [
     "EMPTY_METADATA",
     "Event",
     "MessagePlaybackFinished",
+    "MessagePlaybackProgressed",
     "MessagePlaybackStarted",
     "Played",
     "Source",
@@ -85,5 +86,47 @@ class MessagePlaybackFinished:
     finished_at: float
 
 
-Event = MessagePlaybackStarted | MessagePlaybackFinished
+@dataclass(frozen=True, slots=True)
+class MessagePlaybackProgressed:
+    """How much of a message the user has heard so far, while it plays.
+
+    Sent between the message's started and finished events: when livekit's transcription
+    synchronizer shows a new word of it, when the sink reports a played run, when the output
+    is paused or resumed, and every ``progress_interval`` seconds if ``attach()`` was given
+    one. ``position`` and ``heard_text`` never go backwards within a message.
+    ``PlaybackTracker.now_playing()`` returns the same shape, for the message playing now.
+
+    Attributes:
+        message_id: Same as ``MessagePlaybackStarted.message_id``.
+        speech_id: Same as ``MessagePlaybackStarted.speech_id``.
+        index: Same as ``MessagePlaybackStarted.index``.
+        source: Same as ``MessagePlaybackStarted.source``.
+        metadata: Same as ``MessagePlaybackStarted.metadata``.
+        position: Seconds of *this* message heard so far, paused time and audio the sink
+            discarded left out: the runs the sink reported as played, plus the time since
+            the last of them (or since the start), capped at the audio handed to the sink
+            for the message. An estimate between two reports of the sink; see
+            "Live progress" in the docs for the exact rule.
+        heard_text: The words of this message the user has been shown so far, exactly as
+            livekit's transcription synchronizer released them to the transcription output;
+            None when no synchronizer is in the output chain (or the message began playing
+            while nothing asked for progress). It can be one word ahead of the finished
+            event's ``transcript``: livekit shows a word half-way through its time and counts
+            it as heard only at the end.
+        paused: Whether the output is paused (a false interruption) at ``at``.
+        at: When this was observed, on the ``time.time()`` clock.
+    """
+
+    message_id: str
+    speech_id: str
+    index: int
+    source: Source
+    metadata: Mapping[str, Any]
+    position: float
+    heard_text: str | None
+    paused: bool
+    at: float
+
+
+Event = MessagePlaybackStarted | MessagePlaybackFinished | MessagePlaybackProgressed
 """Any event the signals send."""

@@ -10,14 +10,21 @@ from typing import Any, TypeVar, overload
 from blinker import ANY, NamedSignal, Namespace, Signal
 from livekit.agents import AgentSession
 
-from .events import Event, MessagePlaybackFinished, MessagePlaybackStarted
+from .events import (
+    Event,
+    MessagePlaybackFinished,
+    MessagePlaybackProgressed,
+    MessagePlaybackStarted,
+)
 
 __all__ = [
     "disconnect",
     "message_playback_finished",
+    "message_playback_progressed",
     "message_playback_started",
     "on_message_finished",
     "on_message_played",
+    "on_message_progress",
 ]
 
 
@@ -79,7 +86,21 @@ message_playback_finished: Signal = _signal(
     """,
 )
 
+message_playback_progressed: Signal = _signal(
+    "message_playback_progressed",
+    """A playing message's live progress: seconds heard, words shown, paused or not.
+
+    Sender: the ``AgentSession``. Receivers are called as ``fn(session, event=...)`` with a
+    ``MessagePlaybackProgressed``; they should accept ``**kwargs``. Same order as
+    ``message_playback_started``. Every progress event of a message comes after its started
+    event and before its finished event. While this signal has no receiver for a session
+    (and its tracker has no ``progress_interval``), the tracker follows no progress for it:
+    one attribute test per frame, nothing at all per word, no event made.
+    """,
+)
+
 StartedHandlerT = TypeVar("StartedHandlerT", bound=Callable[[MessagePlaybackStarted], object])
+ProgressHandlerT = TypeVar("ProgressHandlerT", bound=Callable[[MessagePlaybackProgressed], object])
 FinishedHandlerT = TypeVar("FinishedHandlerT", bound=Callable[[MessagePlaybackFinished], object])
 HandlerT = TypeVar("HandlerT", bound=Callable[..., object])
 
@@ -133,6 +154,15 @@ _following: set[Callable[..., Any]] = set()
 def follows_message(receiver: Callable[..., Any]) -> bool:
     """Whether ``receiver``'s task is to be cancelled if its message is not heard in full."""
     return receiver in _following
+
+
+def has_receivers(signal: Signal, sender: object) -> bool:
+    """Whether a live receiver of ``signal`` would be called for ``sender``.
+
+    Unlike blinker's ``has_receivers_for()``, which still answers yes for a sender whose
+    last receiver was disconnected, and for receivers that were garbage-collected.
+    """
+    return next(iter(signal.receivers_for(sender)), None) is not None
 
 
 def handler_name(receiver: Callable[..., Any]) -> str:
@@ -295,8 +325,45 @@ def on_message_finished(
     return decorate
 
 
+@overload
+def on_message_progress(fn: ProgressHandlerT, /) -> ProgressHandlerT: ...
+@overload
+def on_message_progress(
+    *, session: AgentSession[Any] | None = None, message_id: str | None = None
+) -> Callable[[ProgressHandlerT], ProgressHandlerT]: ...
+def on_message_progress(
+    fn: ProgressHandlerT | None = None,
+    /,
+    *,
+    session: AgentSession[Any] | None = None,
+    message_id: str | None = None,
+) -> ProgressHandlerT | Callable[[ProgressHandlerT], ProgressHandlerT]:
+    """Run ``fn(event)`` as a message plays on (``MessagePlaybackProgressed``).
+
+    Same forms, filters, handler kinds and errors as ``on_message_played`` (without
+    ``cancel_on_partial``). It is called after the message's started handlers and before
+    its finished handlers: each time livekit's transcription synchronizer shows a word of
+    the message, the sink reports a played run, the output is paused or resumed, and every
+    ``progress_interval`` seconds if the tracker has one. Connected while a message plays,
+    it is served from the next message whose audio begins.
+    """
+    if fn is not None:
+        return _subscribe(
+            message_playback_progressed, "on_message_progress", fn, session, message_id
+        )
+    _check_filters("on_message_progress", session, message_id)
+
+    def decorate(f: ProgressHandlerT) -> ProgressHandlerT:
+        return _subscribe(
+            message_playback_progressed, "on_message_progress", f, session, message_id
+        )
+
+    return decorate
+
+
 def disconnect(fn: Callable[..., object]) -> None:
-    """Unregister a handler added with ``on_message_played`` / ``on_message_finished``.
+    """Unregister a handler added with ``on_message_played``, ``on_message_progress`` or
+    ``on_message_finished``.
 
     ``fn`` is the handler as it was decorated; for a method, the same method of the same
     object (``disconnect(obj.method)``). Every registration of it is removed.

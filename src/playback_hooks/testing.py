@@ -23,7 +23,7 @@ import contextlib
 import math
 import time
 import wave
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -35,8 +35,17 @@ from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, NOT_GIVEN, NotGive
 from livekit.agents.voice.io import AudioOutput, AudioOutputCapabilities
 
 from . import _livekit
-from .events import MessagePlaybackFinished, MessagePlaybackStarted
-from .signals import message_playback_finished, message_playback_started
+from .events import (
+    Event,
+    MessagePlaybackFinished,
+    MessagePlaybackProgressed,
+    MessagePlaybackStarted,
+)
+from .signals import (
+    message_playback_finished,
+    message_playback_progressed,
+    message_playback_started,
+)
 
 __all__ = [
     "EventCollector",
@@ -591,18 +600,32 @@ class ScriptedRealtimeSession(llm.RealtimeSession[Any]):
 class EventCollector:
     """Records a session's message events in the order they are delivered.
 
-    Use as a context manager (or call ``close()``). ``events`` holds both kinds in order.
+    Use as a context manager (or call ``close()``). ``events`` holds the started and
+    finished events in order. With ``progress=True`` it also receives
+    ``message_playback_progressed`` (which makes the tracker follow progress, as any
+    receiver does): ``progressed`` holds those, ``delivered`` every event in order.
     """
 
-    def __init__(self, session: AgentSession[Any]) -> None:
+    def __init__(self, session: AgentSession[Any], *, progress: bool = False) -> None:
         self.session = session
         self.events: list[MessagePlaybackStarted | MessagePlaybackFinished] = []
+        self.progressed: list[MessagePlaybackProgressed] = []
+        """The progress events, in order (only with ``progress=True``)."""
+        self.delivered: list[Event] = []
+        """Every event received, all kinds, in delivery order."""
         self._changed = asyncio.Event()
-        message_playback_started.connect(self._receive, sender=session, weak=False)
-        message_playback_finished.connect(self._receive, sender=session, weak=False)
+        self._signals: list[Signal] = [message_playback_started, message_playback_finished]
+        if progress:
+            self._signals.append(message_playback_progressed)
+        for signal in self._signals:
+            signal.connect(self._receive, sender=session, weak=False)
 
     def _receive(self, sender: Any, *, event: Any, **_: Any) -> None:
-        self.events.append(event)
+        self.delivered.append(event)
+        if isinstance(event, MessagePlaybackProgressed):
+            self.progressed.append(event)
+        else:
+            self.events.append(event)
         self._changed.set()
 
     @property
@@ -635,11 +658,34 @@ class EventCollector:
         await asyncio.wait_for(_wait(), timeout)
         return self.finished
 
+    def progress_of(self, message_id: str) -> list[MessagePlaybackProgressed]:
+        """The progress events of the message(s) with this id, in order."""
+        return [p for p in self.progressed if p.message_id == message_id]
+
+    async def wait_progress(
+        self,
+        predicate: Callable[[MessagePlaybackProgressed], bool],
+        *,
+        timeout: float = 30.0,
+    ) -> MessagePlaybackProgressed:
+        """Wait for a progress event for which ``predicate`` is true (one already received
+        counts); return the first such event."""
+
+        def found() -> MessagePlaybackProgressed | None:
+            return next((p for p in self.progressed if predicate(p)), None)
+
+        async def _wait() -> MessagePlaybackProgressed:
+            while (event := found()) is None:
+                self._changed.clear()
+                await self._changed.wait()
+            return event
+
+        return await asyncio.wait_for(_wait(), timeout)
+
     def close(self) -> None:
         """Stop recording."""
-        for signal in (message_playback_started, message_playback_finished):
-            sig: Signal = signal
-            sig.disconnect(self._receive, sender=self.session)
+        for signal in self._signals:
+            signal.disconnect(self._receive, sender=self.session)
 
     def __enter__(self) -> EventCollector:
         return self

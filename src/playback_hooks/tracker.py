@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import math
+import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -22,9 +24,16 @@ from ._ledger import Ledger
 from ._log import guarded, logger
 from ._output import TrackingOutput
 from ._realtime import RealtimeTaps
-from .events import Event, MessagePlaybackFinished, MessagePlaybackStarted
+from ._words import WordTap
+from .events import (
+    Event,
+    MessagePlaybackFinished,
+    MessagePlaybackProgressed,
+    MessagePlaybackStarted,
+)
 from .ids import check_message_id, check_metadata
 from .markers import watch_untracked
+from .signals import has_receivers, message_playback_progressed
 
 __all__ = ["MessageNotPlayed", "PlaybackTracker", "TrackerStats", "attach", "tracker_for"]
 
@@ -88,7 +97,14 @@ class PlaybackTracker:
     speech reads it, and reports every speech created after ``attach()``.
     """
 
-    def __init__(self, session: AgentSession[Any], loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self,
+        session: AgentSession[Any],
+        loop: asyncio.AbstractEventLoop,
+        *,
+        progress_interval: float | None = None,
+    ) -> None:
+        _check_interval(progress_interval)
         if _livekit.session_started(session) and session.output.audio is None:
             raise RuntimeError(
                 "playback_hooks.attach(): the session has no audio output (it was started "
@@ -109,6 +125,10 @@ class PlaybackTracker:
         self._closed: asyncio.Future[None] = loop.create_future()
         self._unwatch: dict[int, Callable[[], None]] = {}
         self._warned_untracked: set[type[Agent]] = set()
+        self._progress_interval = progress_interval
+        self._tick: asyncio.TimerHandle | None = None  # the next interval progress event
+        self._word_taps: list[WordTap] = []  # under each transcription synchronizer seen
+        self._words_looked_up: set[int] = set()  # ids of the outputs whose chain was searched
 
         session.on("speech_created", self._on_speech_created)
         session.on("conversation_item_added", self._on_conversation_item_added)
@@ -241,6 +261,29 @@ class PlaybackTracker:
             if not waiters:
                 self._waiters.pop((message_id, kind), None)
 
+    @property
+    def progress_interval(self) -> float | None:
+        """Seconds between two interval progress events while a message plays (None: off)."""
+        return self._progress_interval
+
+    def now_playing(self) -> MessagePlaybackProgressed | None:
+        """The message playing at this instant, with its live position; None if none is.
+
+        "Playing" as the events tell it: its started event is out and its finished event is
+        not. Cheap (no I/O, no waiting): call it from any handler or tool. ``position`` is
+        computed now by the rule of ``MessagePlaybackProgressed.position`` and never less
+        than in an earlier event or call for that message. ``heard_text`` is followed only
+        while progress is wanted (a ``message_playback_progressed`` receiver for this
+        session, or a ``progress_interval``) when the message's audio began; it is None
+        otherwise, or without a transcription synchronizer. None once detached.
+        """
+        if not self._attached:
+            return None
+        msg = self._ledger.playing_message()
+        if msg is None:
+            return None
+        return self._ledger.progress(msg, time.time())
+
     def stats(self) -> TrackerStats:
         """The sizes of the tracker's state (all zero but ``history`` once it is idle)."""
         counts = self._ledger.counts()
@@ -277,6 +320,7 @@ class PlaybackTracker:
             del _trackers[session]
         if self._output is not None and session.output.audio is self._output:
             _livekit.install_quietly(session.output, self._output.next_in_chain)
+        self._stop_progress()
         self._ledger.stop_admitting(self._on_idle)
 
     async def aclose(self) -> None:
@@ -301,13 +345,17 @@ class PlaybackTracker:
                 "session.output.audio was replaced after attach(); tracking the new output",
                 extra={"playback_hooks.audio_output": repr(top)},
             )
-        self._output = TrackingOutput(self._ledger, top)
+        self._output = TrackingOutput(self._ledger, top, wants_progress=self._wants_progress)
         self._outputs.append(self._output)
         _livekit.install_quietly(self._session.output, self._output)
 
     # -- events from the ledger -------------------------------------------------------------
 
     def _on_event(self, event: Event) -> None:
+        if isinstance(event, MessagePlaybackProgressed):
+            self._dispatcher.send(event)
+            return
+        self._pace_progress(event)
         kind: Kind = "started" if isinstance(event, MessagePlaybackStarted) else "finished"
         key = (event.speech_id, event.message_id)
         seen = self._history.get(key)
@@ -409,6 +457,87 @@ class PlaybackTracker:
             extra={"playback_hooks.agent": name},
         )
 
+    # -- live progress --------------------------------------------------------------------
+
+    def _wants_progress(self, output: TrackingOutput) -> bool:
+        # asked once per segment, when its first frame is forwarded; the word tap goes in
+        # the first time progress is wanted, so that nobody pays for words nobody follows
+        wanted = self._progress_interval is not None or has_receivers(
+            message_playback_progressed, self._session
+        )
+        if wanted and self._attached and id(output) not in self._words_looked_up:
+            self._words_looked_up.add(id(output))
+            self._tap_words(output)
+        return wanted
+
+    def _tap_words(self, output: TrackingOutput) -> None:
+        """Listen to the words the chain's transcription synchronizer shows, if it has one.
+
+        Safe between two segments as at any other moment: the words of the segment being
+        shown go through the tap from the next one on.
+        """
+        synchronizer = _livekit.transcript_synchronizer(output.next_in_chain)
+        if synchronizer is None:
+            return
+        for tap in self._word_taps:
+            if tap.synchronizer is synchronizer and synchronizer.text_output.next_in_chain is tap:
+                output.words = tap
+                return
+        if not _livekit.text_tap_supported(synchronizer):
+            logger.info(
+                "this livekit-agents release does not let playback_hooks see the words its "
+                "transcription synchronizer shows; heard_text will be None"
+            )
+            return
+        tap = WordTap(self._ledger, synchronizer, synchronizer.text_output.next_in_chain)
+        _livekit.insert_text_tap(synchronizer, tap)
+        self._word_taps.append(tap)
+        output.words = tap
+
+    def _pace_progress(self, event: MessagePlaybackStarted | MessagePlaybackFinished) -> None:
+        # interval progress events: from each started event until its finished event
+        if self._tick is not None:
+            self._tick.cancel()
+            self._tick = None
+        if (
+            isinstance(event, MessagePlaybackStarted)
+            and self._progress_interval is not None
+            and self._attached
+        ):
+            self._tick = self._loop.call_later(self._progress_interval, self._on_tick)
+
+    def _on_tick(self) -> None:
+        self._tick = None
+        msg = self._ledger.playing_message()
+        if msg is None or self._progress_interval is None or not self._attached:
+            return
+        guarded(self._ledger.progressed, msg, time.time())
+        self._tick = self._loop.call_later(self._progress_interval, self._on_tick)
+
+    def _stop_progress(self) -> None:
+        self._ledger.stop_progress()
+        if self._tick is not None:
+            self._tick.cancel()
+            self._tick = None
+        for tap in self._word_taps:
+            tap.close()
+            _livekit.remove_text_tap(tap.synchronizer, tap)
+        self._word_taps.clear()
+        for output in self._outputs:
+            output.words = None
+
+
+def _check_interval(value: object) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(
+            "attach(): progress_interval must be a number of seconds or None, "
+            f"got {type(value).__name__}"
+        )
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"attach(): progress_interval must be > 0 seconds, got {value!r}")
+
 
 def _in_chain(top: AudioOutput, output: AudioOutput) -> bool:
     node: AudioOutput | None = top
@@ -419,7 +548,9 @@ def _in_chain(top: AudioOutput, output: AudioOutput) -> bool:
     return False
 
 
-def attach(session: AgentSession[Any]) -> PlaybackTracker:
+def attach(
+    session: AgentSession[Any], *, progress_interval: float | None = None
+) -> PlaybackTracker:
     """Start reporting message playback for ``session``; returns its ``PlaybackTracker``.
 
     Call it before ``await session.start(...)`` (or any time after): the tracker goes on
@@ -428,15 +559,30 @@ def attach(session: AgentSession[Any]) -> PlaybackTracker:
     reported. Speeches created before ``attach()`` are not reported at all, never in part.
     Idempotent: a second call returns the same tracker.
 
+    Args:
+        session: The session to report on.
+        progress_interval: Also send a ``MessagePlaybackProgressed`` every this many
+            seconds while a message plays (off by default: progress events then come with
+            each word shown, each run the sink reports, each pause and resume).
+
     Raises:
-        TypeError: ``session`` is not an ``AgentSession``.
+        TypeError: ``session`` is not an ``AgentSession``, or ``progress_interval`` is not
+            a number.
+        ValueError: ``progress_interval`` is not > 0, or differs from the one of the tracker
+            already attached.
         RuntimeError: the session was started without an audio output, or no event loop
             is running.
     """
     if not isinstance(session, AgentSession):
         raise TypeError(f"attach(): session must be an AgentSession, got {type(session).__name__}")
+    _check_interval(progress_interval)
     existing = _trackers.get(session)
     if existing is not None and existing.attached:
+        if progress_interval is not None and progress_interval != existing.progress_interval:
+            raise ValueError(
+                f"attach(): the session's tracker is already attached with "
+                f"progress_interval={existing.progress_interval!r}; detach() it first"
+            )
         return existing
     try:
         loop = asyncio.get_running_loop()
@@ -444,7 +590,7 @@ def attach(session: AgentSession[Any]) -> PlaybackTracker:
         raise RuntimeError(
             "attach() must be called from the event loop that runs the session"
         ) from None
-    tracker = PlaybackTracker(session, loop)
+    tracker = PlaybackTracker(session, loop, progress_interval=progress_interval)
     _trackers[session] = tracker
     return tracker
 
