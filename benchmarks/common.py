@@ -217,7 +217,7 @@ class CountingSink(AudioOutput):
 # -- chains -----------------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(eq=False)
 class Chain:
     """A started AgentSession over one of livekit's output chains."""
 

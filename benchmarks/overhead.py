@@ -1,18 +1,19 @@
 """Benchmark 2a: what the tracker adds to the audio path, per frame and per segment.
 
-Two chains, each in two real, started ``AgentSession``s of one process: RoomIO's chain
-(the transcription synchronizer over the participant output on the native
-``rtc.AudioSource``) and the bare participant output (RoomIO with transcription
-disabled). In every round one session of each pair has a tracker and the other has none;
-the roles swap from round to round (``attach()`` / ``aclose()`` between rounds), so
-whatever makes one session of a pair faster than the other cancels out over the rounds.
+Two chains in real, started ``AgentSession``s of one process: RoomIO's chain (the
+transcription synchronizer over the participant output on the native ``rtc.AudioSource``)
+and the bare participant output (RoomIO with transcription disabled), each in two groups
+of ``sessions`` sessions. In every round the sessions of one group of each chain have a
+tracker and the other group's have none; the roles swap from round to round (``attach()``
+/ ``aclose()`` between rounds), so whatever makes one session faster than another cancels
+out over the rounds.
 
 Segments are driven into each session's ``output.audio`` as livekit's forwarding does it,
 inside a real speech's context: the segment's text to ``output.transcription`` (RoomIO
 chain), every ``capture_frame`` (20 ms frames), one ``flush()``, then ``wait_for_playout()``
-while the native source plays the audio in real time. The four sessions' segments are
-open together and their frames interleaved one by one, the order within a pair
-alternating frame by frame.
+while the native source plays the audio in real time. Every session's segment is open at
+once and the frames are interleaved one by one across a chain's sessions (a1 b1 a2 b2,
+then the reverse), so both sides see the same moments of the machine.
 
 Timed with ``perf_counter_ns`` around calls that run to completion without yielding:
 
@@ -79,13 +80,14 @@ class Sizes:
     """How much one run measures."""
 
     rounds: int
+    sessions: int  # per chain and side
     segments: int  # per round and session
     frames: int  # 20 ms frames per segment
     emitter_calls: int
 
 
-FULL = Sizes(rounds=6, segments=20, frames=10, emitter_calls=20_000)
-QUICK = Sizes(rounds=2, segments=2, frames=4, emitter_calls=200)
+FULL = Sizes(rounds=6, sessions=2, segments=20, frames=10, emitter_calls=20_000)
+QUICK = Sizes(rounds=2, sessions=1, segments=2, frames=4, emitter_calls=200)
 
 
 @dataclass
@@ -148,21 +150,22 @@ def _reports(seg: _Open) -> None:
 
 
 async def _step(
-    pairs: dict[ChainKind, tuple[Chain, Chain]],
-    tracked: dict[ChainKind, Chain],
+    groups: dict[ChainKind, tuple[tuple[Chain, ...], tuple[Chain, ...]]],
+    tracked: dict[ChainKind, tuple[Chain, ...]],
     frame: rtc.AudioFrame,
     frames: int,
     step: int,
 ) -> list[_Open]:
-    """One segment into each of the four sessions, frames interleaved."""
+    """One segment into every session, frames interleaved across a chain's sessions."""
     segs: dict[ChainKind, list[_Open]] = {}
-    for kind, pair in pairs.items():
-        order = pair if step % 2 == 0 else pair[::-1]
-        segs[kind] = [await _open(c, c is tracked[kind], frame) for c in order]
+    for kind, (a, b) in groups.items():
+        # a1 b1 a2 b2 ..., reversed every other time: each group as often first as last
+        order = [c for pair in zip(a, b, strict=True) for c in pair]
+        order = order if step % 2 == 0 else order[::-1]
+        segs[kind] = [await _open(c, c in tracked[kind], frame) for c in order]
     for k in range(frames - 1):
         for kind in KINDS:
-            pair_segs = segs[kind] if k % 2 == 0 else segs[kind][::-1]
-            for seg in pair_segs:
+            for seg in segs[kind] if k % 2 == 0 else segs[kind][::-1]:
                 await _frame(seg, frame)
     everything = [seg for kind in KINDS for seg in segs[kind]]
     for seg in everything:
@@ -177,12 +180,21 @@ async def _step(
 
 
 async def _measure(sizes: Sizes) -> dict[str, Any]:
-    pairs: dict[ChainKind, tuple[Chain, Chain]] = {}
+    groups: dict[ChainKind, tuple[tuple[Chain, ...], tuple[Chain, ...]]] = {}
     for kind in KINDS:
-        pairs[kind] = (
-            await start_chain(Agent(instructions="benchmark agent"), kind=kind, tracked=False),
-            await start_chain(Agent(instructions="benchmark agent"), kind=kind, tracked=False),
-        )
+        made: list[tuple[Chain, ...]] = []
+        for _ in range(2):
+            made.append(
+                tuple(
+                    [
+                        await start_chain(
+                            Agent(instructions="benchmark agent"), kind=kind, tracked=False
+                        )
+                        for _ in range(sizes.sessions)
+                    ]
+                )
+            )
+        groups[kind] = (made[0], made[1])
     frame = pcm_frame(0.02)
     rounds: dict[ChainKind, list[dict[str, list[_Open]]]] = {kind: [] for kind in KINDS}
     started = {"events": 0}
@@ -195,20 +207,16 @@ async def _measure(sizes: Sizes) -> dict[str, Any]:
     try:
         for r in range(-1, sizes.rounds):  # round -1 warms every path up, untracked
             trackers = []
-            tracked: dict[ChainKind, Chain] = {}
-            for kind, pair in pairs.items():
-                chain = pair[r % 2]
-                tracked[kind] = chain
-                if r >= 0:
-                    trackers.append(ph.attach(chain.session))
+            tracked = {kind: group[r % 2] if r >= 0 else () for kind, group in groups.items()}
+            for group in tracked.values():
+                trackers += [ph.attach(chain.session) for chain in group]
             gc.collect()
             collected: dict[ChainKind, dict[str, list[_Open]]] = {
                 kind: {"tracked": [], "untracked": []} for kind in KINDS
             }
             for _ in range(sizes.segments if r >= 0 else 2):
-                for seg in await _step(pairs, tracked, frame, sizes.frames, step):
-                    side = "tracked" if seg.tracked and r >= 0 else "untracked"
-                    collected[seg.chain.kind][side].append(seg)
+                for seg in await _step(groups, tracked, frame, sizes.frames, step):
+                    collected[seg.chain.kind]["tracked" if seg.tracked else "untracked"].append(seg)
                 step += 1
             for tracker in trackers:
                 await tracker.aclose()
@@ -217,9 +225,10 @@ async def _measure(sizes: Sizes) -> dict[str, Any]:
                     rounds[kind].append(collected[kind])
     finally:
         ph.message_playback_started.disconnect(count)
-        for pair in pairs.values():
-            for chain in pair:
-                await chain.aclose()
+        for pair in groups.values():
+            for group in pair:
+                for chain in group:
+                    await chain.aclose()
 
     def steady(segs: list[_Open]) -> float:
         return statistics.median(v for s in segs for v in s.steady)
@@ -229,7 +238,7 @@ async def _measure(sizes: Sizes) -> dict[str, Any]:
 
     results: dict[str, Any] = {
         "started_events": started["events"],
-        "expected_started_events": sizes.rounds * sizes.segments * len(KINDS),
+        "expected_started_events": sizes.rounds * sizes.segments * sizes.sessions * len(KINDS),
     }
     for kind in KINDS:
         per_round: list[dict[str, Any]] = []
