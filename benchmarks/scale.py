@@ -297,10 +297,12 @@ def report(res: dict[str, Any]) -> list[str]:
     ]
     room = res["room_probe"]
     if room is not None:
+        room_per_message = room["process_cpu_s"] / (room["sessions"] * res["messages_per_session"])
         lines.append(
             f"- RoomIO's chain (participant output on the native `rtc.AudioSource`), "
             f"{room['sessions']} sessions, untracked, same workload: playing took "
-            f"{room['wall_s']:.1f} s wall and {room['process_cpu_s']:.1f} s process CPU, loop "
-            f"lag p50 {room['lag_p50_ms']:.1f} ms, p99 {room['lag_p99_ms']:.1f} ms."
+            f"{room['wall_s']:.1f} s wall and {room['process_cpu_s']:.1f} s process CPU "
+            f"({room_per_message * 1000:.1f} ms per message), loop lag p50 "
+            f"{room['lag_p50_ms']:.1f} ms, p99 {room['lag_p99_ms']:.1f} ms."
         )
     return lines
