@@ -1,25 +1,55 @@
-"""Shared pieces of the benchmarks: statistics, a counting sink, speech contexts."""
+"""Shared pieces of the benchmarks: livekit's output chains, statistics, speech contexts.
+
+The chains are built the way ``RoomIO.start()`` builds them (see ``tests/chains.py``, whose
+offline stand-ins are reused here): livekit's ``TranscriptSynchronizer`` over RoomIO's own
+``_ParticipantAudioOutput`` on the native ``rtc.AudioSource``, with an ``OfflineRoom`` in
+place of the connected room ("RoomIO chain"), or that participant output alone, which is
+what RoomIO gives a session whose transcription output is disabled ("bare sink").
+"""
 
 from __future__ import annotations
 
 import contextlib
 import math
+import statistics
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import AsyncIterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, cast
 
 import numpy as np
 from livekit import rtc
-from livekit.agents import AgentSession
+from livekit.agents import Agent, AgentSession, ModelSettings, llm
+from livekit.agents.types import FlushSentinel
 from livekit.agents.voice.events import SpeechCreatedEvent
 from livekit.agents.voice.io import AudioOutput, AudioOutputCapabilities
+from livekit.agents.voice.room_io._output import _ParticipantAudioOutput
 from livekit.agents.voice.speech_handle import SpeechHandle
+from livekit.agents.voice.transcription import TranscriptSynchronizer
+from tests.chains import ROOM_NUM_CHANNELS, ROOM_SAMPLE_RATE, OfflineRoom, RecordingTextOutput
 
-# Every private livekit name goes through playback_hooks._livekit, the benchmarks' too.
+import playback_hooks as ph
+
+# Every private livekit name the package uses goes through playback_hooks._livekit, the
+# benchmarks' too (RoomIO's participant output, imported above, is the one the chain
+# tests build on as well).
 from playback_hooks import _livekit
+from playback_hooks.testing import ScriptedLLM, SimulatedSink, SineTTS
 
-SAMPLE_RATE = 24000
+SAMPLE_RATE = ROOM_SAMPLE_RATE
+
+ChainKind = Literal["roomio", "bare"]
+"""``"roomio"``: synchronizer > participant output; ``"bare"``: the participant output alone."""
+
+SinkKind = Literal["room", "simulated"]
+
+CHAIN_NAMES: dict[ChainKind, str] = {
+    "roomio": "RoomIO chain (synchronizer > participant output)",
+    "bare": "bare sink (participant output alone)",
+}
+
+
+# -- statistics -------------------------------------------------------------------------------
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -31,15 +61,60 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[min(rank, len(ordered)) - 1]
 
 
-def stats_ms(values_s: Sequence[float]) -> dict[str, float]:
-    """p50 / p99 / max of absolute values, seconds in, milliseconds out."""
-    a = [abs(v) * 1000 for v in values_s]
+def summary_ms(values_s: Sequence[float]) -> dict[str, float]:
+    """Count, p50, p99 and max, seconds in, milliseconds out."""
+    ms = [v * 1000 for v in values_s]
     return {
-        "n": len(a),
-        "p50_ms": percentile(a, 50),
-        "p99_ms": percentile(a, 99),
-        "max_ms": max(a) if a else math.nan,
+        "n": len(ms),
+        "p50_ms": percentile(ms, 50),
+        "p99_ms": percentile(ms, 99),
+        "max_ms": max(ms) if ms else math.nan,
     }
+
+
+def spread(values: Sequence[float]) -> dict[str, Any]:
+    """Min, median and max of one figure measured once per round, and the rounds' values."""
+    return {
+        "min": min(values),
+        "median": statistics.median(values),
+        "max": max(values),
+        "rounds": list(values),
+    }
+
+
+def ratio(tracked: float, untracked: float) -> float:
+    """``tracked / untracked``; NaN when the denominator is not positive."""
+    return tracked / untracked if untracked > 0 else math.nan
+
+
+def ratio_target(
+    name: str, limit: float, rounds: Sequence[float], *, note: str = ""
+) -> dict[str, Any]:
+    """A ratio target, judged on the median of its rounds; the spread goes with it."""
+    s = spread(rounds)
+    return {
+        "name": name,
+        "target": f"<= {limit:.2f}" + (f" ({note})" if note else ""),
+        "measured": s["median"],
+        "unit": "ratio",
+        "spread": s,
+        "met": bool(s["median"] <= limit),
+    }
+
+
+def check_target(name: str, target: str, measured: Any, unit: str, met: bool) -> dict[str, Any]:
+    """A target that is a count or a fact rather than a ratio (no spread)."""
+    return {
+        "name": name,
+        "target": target,
+        "measured": measured,
+        "unit": unit,
+        "spread": None,
+        "met": bool(met),
+    }
+
+
+# -- audio ------------------------------------------------------------------------------------
 
 
 def pcm_frame(seconds: float = 0.02, sample_rate: int = SAMPLE_RATE) -> rtc.AudioFrame:
@@ -50,13 +125,62 @@ def pcm_frame(seconds: float = 0.02, sample_rate: int = SAMPLE_RATE) -> rtc.Audi
     return rtc.AudioFrame(samples.tobytes(), sample_rate, 1, n)
 
 
+class ProbedRoomOutput(_ParticipantAudioOutput):
+    """RoomIO's participant audio output, unchanged but for two notes it keeps.
+
+    ``created_at``: the ``created_at`` of each ``playback_started`` it reports, in order
+    (the truth ``started_at`` is checked against) and ``positions``, the
+    ``playback_position`` of each ``playback_finished``. ``started_ns`` / ``progressed_ns`` /
+    ``finished_ns``: how long each of its reports took to travel up the whole chain above
+    it (every listener of every layer, livekit's and the tracker's), ``perf_counter_ns``.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(
+            cast(rtc.Room, OfflineRoom()),
+            sample_rate=ROOM_SAMPLE_RATE,
+            num_channels=ROOM_NUM_CHANNELS,
+            track_publish_options=rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE),
+        )
+        self.created_at: list[float] = []
+        self.positions: list[float] = []
+        self.started_ns: list[int] = []
+        self.progressed_ns: list[int] = []
+        self.finished_ns: list[int] = []
+
+    def on_playback_started(self, *, created_at: float) -> None:
+        self.created_at.append(created_at)
+        t0 = time.perf_counter_ns()
+        super().on_playback_started(created_at=created_at)
+        self.started_ns.append(time.perf_counter_ns() - t0)
+
+    def on_playback_progressed(self, *, started_at: float, offset: float, duration: float) -> None:
+        t0 = time.perf_counter_ns()
+        super().on_playback_progressed(started_at=started_at, offset=offset, duration=duration)
+        self.progressed_ns.append(time.perf_counter_ns() - t0)
+
+    def on_playback_finished(
+        self,
+        *,
+        playback_position: float,
+        interrupted: bool,
+        synchronized_transcript: str | None = None,
+    ) -> None:
+        self.positions.append(playback_position)
+        t0 = time.perf_counter_ns()
+        super().on_playback_finished(
+            playback_position=playback_position,
+            interrupted=interrupted,
+            synchronized_transcript=synchronized_transcript,
+        )
+        self.finished_ns.append(time.perf_counter_ns() - t0)
+
+
 class CountingSink(AudioOutput):
     """A sink that plays nothing: it counts frames and reports each segment at once.
 
-    ``playback_started`` on a segment's first frame (``created_at`` = ``time.time()``;
-    ``started_perf`` and ``started_cpu`` hold ``time.perf_counter()`` and
-    ``time.process_time()`` of that moment), ``playback_finished`` on ``flush()``. Used
-    where the benchmark measures the audio path, not a clock.
+    ``playback_started`` on a segment's first frame, ``playback_finished`` on ``flush()``.
+    Used where a benchmark needs more segments than real time allows (the long session).
     """
 
     def __init__(self) -> None:
@@ -69,8 +193,6 @@ class CountingSink(AudioOutput):
         self.segments = 0
         self._open = False
         self._samples = 0
-        self.started_perf = 0.0
-        self.started_cpu = 0.0
 
     async def capture_frame(self, frame: rtc.AudioFrame) -> None:
         await super().capture_frame(frame)
@@ -79,8 +201,6 @@ class CountingSink(AudioOutput):
         if not self._open:
             self._open = True
             self.segments += 1
-            self.started_cpu = time.process_time()
-            self.started_perf = time.perf_counter()
             self.on_playback_started(created_at=time.time())
 
     def flush(self) -> None:
@@ -93,41 +213,96 @@ class CountingSink(AudioOutput):
     def clear_buffer(self) -> None:
         pass
 
-    def pause(self) -> None:
-        pass
 
-    def resume(self) -> None:
-        pass
+# -- chains -----------------------------------------------------------------------------------
 
 
-class PassThrough(AudioOutput):
-    """A transparent wrapper, like the transcript synchronizer RoomIO puts above its sink.
+@dataclass(eq=False)
+class Chain:
+    """A started AgentSession over one of livekit's output chains."""
 
-    Any wrapper above a bare sink makes livekit insert its ``_AudioSinkProxy`` in between,
-    so this is the shape of a RoomIO chain before the tracker is added.
+    session: AgentSession[Any]
+    kind: ChainKind
+    sink: ProbedRoomOutput | SimulatedSink
+    synchronizer: TranscriptSynchronizer | None
+    tracker: ph.PlaybackTracker | None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def tracked(self) -> bool:
+        """Whether a tracker was attached."""
+        return self.tracker is not None
+
+    async def aclose(self) -> None:
+        """Close the session, then its tracker, then RoomIO's parts, as an app's job does."""
+        await self.session.aclose()
+        if self.tracker is not None:
+            await self.tracker.aclose()
+        if self.synchronizer is not None:
+            await self.synchronizer.aclose()
+        await self.sink.aclose()
+
+
+async def start_chain(
+    agent: Agent,
+    *,
+    kind: ChainKind,
+    tracked: bool,
+    sink: SinkKind = "room",
+    tts: SineTTS | None = None,
+) -> Chain:
+    """Start a real AgentSession offline over ``kind`` (see the module docstring).
+
+    The tracker, when ``tracked``, is attached before ``session.start()`` (the order the
+    docs teach): it goes on top of the final chain at the first speech.
+    """
+    session: AgentSession[Any] = AgentSession(llm=ScriptedLLM([]), tts=tts or SineTTS())
+    bottom: ProbedRoomOutput | SimulatedSink
+    if sink == "room":
+        bottom = ProbedRoomOutput()
+        # RoomIO awaits this in its init task once the participant is there
+        await bottom.start()
+    else:
+        bottom = SimulatedSink()
+    synchronizer: TranscriptSynchronizer | None = None
+    if kind == "roomio":
+        synchronizer = TranscriptSynchronizer(
+            next_in_chain_audio=bottom, next_in_chain_text=RecordingTextOutput()
+        )
+        session.output.audio = synchronizer.audio_output
+        session.output.transcription = synchronizer.text_output
+    else:
+        session.output.audio = bottom
+    tracker = ph.attach(session) if tracked else None
+    await session.start(agent, record=False)
+    return Chain(session, kind, bottom, synchronizer, tracker)
+
+
+class ReplyAgent(Agent):
+    """Every reply is one speech of ``messages`` messages, each after its own marker.
+
+    Message ``k`` of reply ``n`` has the id ``r{n}m{k}`` and the text ``text`` formatted
+    with ``reply=n, part=k``.
     """
 
-    def __init__(self, sink: AudioOutput) -> None:
-        super().__init__(
-            label="PassThrough",
-            capabilities=AudioOutputCapabilities(pause=True),
-            next_in_chain=sink,
-            sample_rate=sink.sample_rate,
-        )
+    def __init__(self, messages: int, text: str) -> None:
+        super().__init__(instructions="benchmark agent")
+        self._messages = messages
+        self._text = text
+        self.replies = 0
 
-    async def capture_frame(self, frame: rtc.AudioFrame) -> None:
-        await super().capture_frame(frame)
-        assert self.next_in_chain is not None
-        await self.next_in_chain.capture_frame(frame)
+    @ph.track_messages
+    async def llm_node(
+        self, chat_ctx: llm.ChatContext, tools: list[llm.Tool], model_settings: ModelSettings
+    ) -> AsyncIterable[str | FlushSentinel]:
+        n = self.replies
+        self.replies += 1
+        for k in range(self._messages):
+            yield ph.MessageBoundary(f"r{n}m{k}")
+            yield self._text.format(reply=n, part=k)
 
-    def flush(self) -> None:
-        super().flush()
-        assert self.next_in_chain is not None
-        self.next_in_chain.flush()
 
-    def clear_buffer(self) -> None:
-        assert self.next_in_chain is not None
-        self.next_in_chain.clear_buffer()
+# -- driving a speech by hand -----------------------------------------------------------------
 
 
 @contextlib.contextmanager
@@ -143,17 +318,16 @@ def in_speech(handle: SpeechHandle) -> Iterator[None]:
 def new_speech(session: AgentSession[Any], *, recorded: bool = True) -> SpeechHandle:
     """A real ``SpeechHandle``, created and scheduled as livekit does for ``generate_reply()``.
 
-    ``recorded=False``: the ``speech_created`` event reaches the session's listeners (the
-    tracker) but not livekit's own record of the session's events (``AgentSession.emit``
-    in 1.8.9 keeps every event it emits until the next ``start()``, for the session
-    report), which would otherwise keep every speech of a long benchmark alive.
+    ``recorded=False`` emits ``speech_created`` without ``AgentSession.emit()`` keeping
+    the event (and with it the handle) for the session report, which it does for every
+    event a session emits until it closes.
     """
     handle = SpeechHandle.create()
-    event = SpeechCreatedEvent(speech_handle=handle, user_initiated=True, source="generate_reply")
+    ev = SpeechCreatedEvent(speech_handle=handle, user_initiated=True, source="generate_reply")
     if recorded:
-        session.emit("speech_created", event)
+        session.emit("speech_created", ev)
     else:
-        super(AgentSession, session).emit("speech_created", event)
+        super(AgentSession, session).emit("speech_created", ev)
     _livekit.mark_scheduled(handle)
     return handle
 

@@ -1,160 +1,420 @@
-"""Benchmark 2: what the tracker adds to the audio path, per 20 ms frame.
+"""Benchmark 2a: what the tracker adds to the audio path, per frame and per segment.
 
-Two real, started ``AgentSession``s in one process, identical except that one has a
-``PlaybackTracker`` attached. The same 20 ms PCM frames are pushed into each session's
-``output.audio`` as livekit's audio forwarding does: ``capture_frame`` for every frame and
-``flush()`` per segment, inside the speech's context (so the tracker binds segments to
-messages as in production), with the sink reporting ``playback_started`` on a segment's
-first frame and ``playback_finished`` on its flush. Repetitions alternate (a b b a ...);
-every figure is a median over repetitions.
+Two chains in real, started ``AgentSession``s of one process: RoomIO's chain (the
+transcription synchronizer over the participant output on the native ``rtc.AudioSource``)
+and the bare participant output (RoomIO with transcription disabled), each in two groups
+of ``sessions`` sessions. In every round the sessions of one group of each chain have a
+tracker and the other group's have none; the roles swap from round to round (``attach()``
+/ ``aclose()`` between rounds), so whatever makes one session faster than another cancels
+out over the rounds.
 
-Three costs are timed separately, because they scale differently:
+Segments are driven into each session's ``output.audio`` as livekit's forwarding does it,
+inside a real speech's context: the segment's text to ``output.transcription`` (RoomIO
+chain), every ``capture_frame`` (20 ms frames), one ``flush()``, then ``wait_for_playout()``
+while the native source plays the audio in real time. Every session's segment is open at
+once and the frames are interleaved one by one across a chain's sessions (a1 b1 a2 b2,
+then the reverse), so both sides see the same moments of the machine.
 
-- per frame: every ``capture_frame`` after a segment's first (the steady state);
-- per segment: the first ``capture_frame`` plus the ``flush()``, which carry the binding
-  of the segment to its message and the sink's two playback events through the chain;
-- all in: everything, divided by the frames, for 1-second segments (50 frames).
+Timed with ``perf_counter_ns`` around calls that run to completion without yielding:
 
-Two chain shapes. "sink": ``session.output.audio`` is a bare sink (the offline setup);
-wrapping it makes livekit insert its ``_AudioSinkProxy`` below the tracker, and that cost
-is counted as the tracker's. "wrapper > proxy > sink": a transparent wrapper already sits
-above the sink (RoomIO's shape, where the transcript synchronizer wraps the room's audio
-output), so the proxy is there with or without the tracker and only the tracker's own
-layer differs. Delivery of events to handlers happens on a later loop iteration
-(benchmark 3), off this path.
+- steady-state frame: each ``capture_frame`` after a segment's first;
+- per segment: the speech's creation (``speech_created``, where the tracker admits it), the
+  first ``capture_frame`` (capture start: the tracker binds the segment to its message),
+  ``flush()``, and the travel of the sink's ``playback_started``, ``playback_progressed``
+  and ``playback_finished`` up the whole chain (timed inside the sink around livekit's
+  ``emit``: every listener of every layer above it).
+
+Each round gives the ratio tracked / untracked of the median steady-state frame. livekit's
+``EventEmitter`` (which calls ``inspect.signature`` on every listener for every event) is
+also timed on its own, to split the added per-event cost between livekit and the tracker.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import inspect
 import statistics
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
-from livekit.agents import Agent, AgentSession
+from livekit import rtc
+from livekit.agents import Agent
+from livekit.agents.voice.io import AudioOutput, PlaybackStartedEvent
+from livekit.agents.voice.speech_handle import SpeechHandle
 
 import playback_hooks as ph
-from playback_hooks.testing import ScriptedLLM, SineTTS
 
-from .common import CountingSink, PassThrough, end_speech, in_speech, new_speech, pcm_frame
+from .common import (
+    CHAIN_NAMES,
+    Chain,
+    ChainKind,
+    ProbedRoomOutput,
+    end_speech,
+    in_speech,
+    new_speech,
+    pcm_frame,
+    ratio,
+    ratio_target,
+    spread,
+    start_chain,
+)
+
+TITLE = "CPU cost of the tracker in the audio path (per frame, per segment)"
+KINDS: tuple[ChainKind, ...] = ("roomio", "bare")
+PARTS = (
+    "speech_created",
+    "capture_start",
+    "flush",
+    "playback_started",
+    "playback_progressed",
+    "playback_finished",
+)
+TEXT = "Part one of the answer."
 
 
-async def _session(tracked: bool, wrapped: bool) -> tuple[AgentSession[Any], CountingSink]:
-    sink = CountingSink()
-    session: AgentSession[Any] = AgentSession(llm=ScriptedLLM([]), tts=SineTTS())
-    session.output.audio = PassThrough(sink) if wrapped else sink
-    await session.start(Agent(instructions="benchmark agent"), record=False)
-    if tracked:
-        ph.attach(session)
-    return session, sink
+@dataclass(frozen=True)
+class Sizes:
+    """How much one run measures."""
+
+    rounds: int
+    sessions: int  # per chain and side
+    segments: int  # per round and session
+    frames: int  # 20 ms frames per segment
+    emitter_calls: int
+
+
+FULL = Sizes(rounds=6, sessions=2, segments=20, frames=10, emitter_calls=20_000)
+QUICK = Sizes(rounds=2, sessions=1, segments=2, frames=4, emitter_calls=200)
 
 
 @dataclass
-class _Sample:
-    """One repetition: ns per in-segment frame, ns per segment, ns per frame all in."""
+class _Open:
+    """A segment being pushed into one session."""
 
-    frame: float
-    segment: float
-    all_in: float
+    chain: Chain
+    tracked: bool
+    handle: SpeechHandle
+    out: AudioOutput
+    marks: tuple[int, int, int]  # lengths of the sink's timing lists when it began
+    steady: list[int] = field(default_factory=list)
+    parts: dict[str, int] = field(default_factory=dict)
+    progressed_events: int = 0
 
 
-async def _compare(
-    *, wrapped: bool, repetitions: int, segments: int, frames_per_segment: int
-) -> dict[str, Any]:
-    untracked, untracked_sink = await _session(tracked=False, wrapped=wrapped)
-    tracked, tracked_sink = await _session(tracked=True, wrapped=wrapped)
+async def _open(chain: Chain, tracked: bool, frame: rtc.AudioFrame) -> _Open:
+    session = chain.session
+    sink = chain.sink
+    assert isinstance(sink, ProbedRoomOutput)
+    marks = (len(sink.started_ns), len(sink.progressed_ns), len(sink.finished_ns))
+    t0 = time.perf_counter_ns()
+    handle = new_speech(session)
+    created = time.perf_counter_ns() - t0
+    out = session.output.audio
+    assert out is not None
+    seg = _Open(chain, tracked, handle, out, marks, parts={"speech_created": created})
+    with in_speech(handle):
+        if chain.kind == "roomio":
+            text = session.output.transcription
+            assert text is not None
+            await text.capture_text(TEXT)
+            text.flush()
+        t0 = time.perf_counter_ns()
+        await out.capture_frame(frame)
+        seg.parts["capture_start"] = time.perf_counter_ns() - t0
+    return seg
+
+
+async def _frame(seg: _Open, frame: rtc.AudioFrame) -> None:
+    with in_speech(seg.handle):
+        t0 = time.perf_counter_ns()
+        await seg.out.capture_frame(frame)
+        seg.steady.append(time.perf_counter_ns() - t0)
+
+
+def _flush(seg: _Open) -> None:
+    with in_speech(seg.handle):
+        t0 = time.perf_counter_ns()
+        seg.out.flush()
+        seg.parts["flush"] = time.perf_counter_ns() - t0
+
+
+def _reports(seg: _Open) -> None:
+    sink = seg.chain.sink
+    assert isinstance(sink, ProbedRoomOutput)
+    ns, np_, nf = seg.marks
+    seg.parts["playback_started"] = sum(sink.started_ns[ns:])
+    seg.parts["playback_progressed"] = sum(sink.progressed_ns[np_:])
+    seg.parts["playback_finished"] = sum(sink.finished_ns[nf:])
+    seg.progressed_events = len(sink.progressed_ns) - np_
+
+
+async def _step(
+    groups: dict[ChainKind, tuple[tuple[Chain, ...], tuple[Chain, ...]]],
+    tracked: dict[ChainKind, tuple[Chain, ...]],
+    frame: rtc.AudioFrame,
+    frames: int,
+    step: int,
+) -> list[_Open]:
+    """One segment into every session, frames interleaved across a chain's sessions."""
+    segs: dict[ChainKind, list[_Open]] = {}
+    for kind, (a, b) in groups.items():
+        # a1 b1 a2 b2 ..., reversed every other time: each group as often first as last
+        order = [c for pair in zip(a, b, strict=True) for c in pair]
+        order = order if step % 2 == 0 else order[::-1]
+        segs[kind] = [await _open(c, c in tracked[kind], frame) for c in order]
+    for k in range(frames - 1):
+        for kind in KINDS:
+            for seg in segs[kind] if k % 2 == 0 else segs[kind][::-1]:
+                await _frame(seg, frame)
+    everything = [seg for kind in KINDS for seg in segs[kind]]
+    for seg in everything:
+        _flush(seg)
+    await asyncio.gather(*(seg.out.wait_for_playout() for seg in everything))
+    for seg in everything:
+        end_speech(seg.handle)
+        _reports(seg)
+    await asyncio.sleep(0)  # the speeches' done callbacks, deferred deliveries
+    await asyncio.sleep(0)
+    return everything
+
+
+async def _measure(sizes: Sizes) -> dict[str, Any]:
+    groups: dict[ChainKind, tuple[tuple[Chain, ...], tuple[Chain, ...]]] = {}
+    for kind in KINDS:
+        made: list[tuple[Chain, ...]] = []
+        for _ in range(2):
+            made.append(
+                tuple(
+                    [
+                        await start_chain(
+                            Agent(instructions="benchmark agent"), kind=kind, tracked=False
+                        )
+                        for _ in range(sizes.sessions)
+                    ]
+                )
+            )
+        groups[kind] = (made[0], made[1])
     frame = pcm_frame(0.02)
-    samples: dict[bool, list[_Sample]] = {False: [], True: []}
-    clock = time.perf_counter_ns
-
-    async def push(session: AgentSession[Any]) -> _Sample:
-        handle = new_speech(session)
-        out = session.output.audio
-        assert out is not None
-        steady = edges = 0
-        with in_speech(handle):
-            for _ in range(segments):
-                t0 = clock()
-                await out.capture_frame(frame)
-                t1 = clock()
-                for _ in range(frames_per_segment - 1):
-                    await out.capture_frame(frame)
-                t2 = clock()
-                out.flush()
-                t3 = clock()
-                steady += t2 - t1
-                edges += (t1 - t0) + (t3 - t2)
-        end_speech(handle)
-        await asyncio.sleep(0)  # let deferred deliveries and done callbacks run
-        await asyncio.sleep(0)
-        return _Sample(
-            frame=steady / (segments * (frames_per_segment - 1)),
-            segment=edges / segments,
-            all_in=(steady + edges) / (segments * frames_per_segment),
-        )
-
-    received = 0
+    rounds: dict[ChainKind, list[dict[str, list[_Open]]]] = {kind: [] for kind in KINDS}
+    started = {"events": 0}
 
     def count(sender: Any, **_: Any) -> None:
-        nonlocal received
-        received += 1
+        started["events"] += 1
 
-    ph.message_playback_started.connect(count, sender=tracked)
+    ph.message_playback_started.connect(count, weak=False)
+    step = 0
     try:
-        for _ in range(max(1, repetitions // 20)):  # warm up both paths
-            await push(untracked)
-            await push(tracked)
-        await asyncio.sleep(0)
-        received = 0
-        gc.collect()
-        for i in range(repetitions):
-            order = (False, True) if i % 2 == 0 else (True, False)
-            for is_tracked in order:
-                samples[is_tracked].append(await push(tracked if is_tracked else untracked))
-        await asyncio.sleep(0)
+        for r in range(-1, sizes.rounds):  # round -1 warms every path up, untracked
+            trackers = []
+            tracked = {kind: group[r % 2] if r >= 0 else () for kind, group in groups.items()}
+            for group in tracked.values():
+                trackers += [ph.attach(chain.session) for chain in group]
+            gc.collect()
+            collected: dict[ChainKind, dict[str, list[_Open]]] = {
+                kind: {"tracked": [], "untracked": []} for kind in KINDS
+            }
+            for _ in range(sizes.segments if r >= 0 else 2):
+                for seg in await _step(groups, tracked, frame, sizes.frames, step):
+                    collected[seg.chain.kind]["tracked" if seg.tracked else "untracked"].append(seg)
+                step += 1
+            for tracker in trackers:
+                await tracker.aclose()
+            if r >= 0:
+                for kind in KINDS:
+                    rounds[kind].append(collected[kind])
     finally:
-        ph.message_playback_started.disconnect(count, sender=tracked)
-        tracker = ph.tracker_for(tracked)
-        if tracker is not None:
-            await tracker.aclose()
-        await untracked.aclose()
-        await tracked.aclose()
+        ph.message_playback_started.disconnect(count)
+        for pair in groups.values():
+            for group in pair:
+                for chain in group:
+                    await chain.aclose()
 
-    def medians(field: str) -> dict[str, float]:
-        a = [getattr(s, field) for s in samples[False]]
-        b = [getattr(s, field) for s in samples[True]]
-        return {
-            "untracked_ns": statistics.median(a),
-            "tracked_ns": statistics.median(b),
-            "added_ns": statistics.median(y - x for x, y in zip(a, b, strict=True)),
-            "ratio": statistics.median(b) / statistics.median(a),
+    def steady(segs: list[_Open]) -> float:
+        return statistics.median(v for s in segs for v in s.steady)
+
+    def part(segs: list[_Open], name: str) -> float:
+        return statistics.median(s.parts[name] for s in segs)
+
+    results: dict[str, Any] = {
+        "started_events": started["events"],
+        "expected_started_events": sizes.rounds * sizes.segments * sizes.sessions * len(KINDS),
+    }
+    for kind in KINDS:
+        per_round: list[dict[str, Any]] = []
+        for coll in rounds[kind]:
+            a, b = coll["untracked"], coll["tracked"]
+            per_round.append(
+                {
+                    "segments": len(a),
+                    "steady_ns": {"untracked": steady(a), "tracked": steady(b)},
+                    "steady_ratio": ratio(steady(b), steady(a)),
+                }
+            )
+        all_a = [s for coll in rounds[kind] for s in coll["untracked"]]
+        all_b = [s for coll in rounds[kind] for s in coll["tracked"]]
+        results[kind] = {
+            "chain": CHAIN_NAMES[kind],
+            "frames_per_segment": sizes.frames,
+            "segments_each": len(all_a),
+            "rounds": per_round,
+            "steady_ratio": spread([r["steady_ratio"] for r in per_round]),
+            "steady_ns": {"untracked": steady(all_a), "tracked": steady(all_b)},
+            "parts_ns": {
+                name: {"untracked": part(all_a, name), "tracked": part(all_b, name)}
+                for name in PARTS
+            },
+            "progressed_events_per_segment": statistics.median(s.progressed_events for s in all_b),
         }
+    return results
 
+
+def _emitter_events(name: str, progressed: float) -> float:
+    """How many events a segment part passes through the listener the tracker adds below.
+
+    The tracker's output listens below itself (or to the session, for ``speech_created``)
+    once per event; livekit's listeners above move onto it rather than multiply.
+    """
+    if name == "playback_progressed":
+        return progressed
+    return 1.0 if name in ("speech_created", "playback_started", "playback_finished") else 0.0
+
+
+class _Listener:
+    """Stands for an output's bound-method listener, the kind livekit's chain registers."""
+
+    def _below_started(self, ev: PlaybackStartedEvent) -> None:
+        pass
+
+
+def _emitter_costs(calls: int) -> dict[str, float]:
+    """ns per event of livekit's ``EventEmitter.emit`` to one listener, by listener kind."""
+    ev = PlaybackStartedEvent(created_at=time.time())
+    listener = _Listener()
+
+    def plain(ev: PlaybackStartedEvent) -> None:
+        pass
+
+    def presigned(ev: PlaybackStartedEvent) -> None:
+        pass
+
+    # inspect.signature() returns a callable's __signature__ at once when it has one
+    presigned.__signature__ = inspect.signature(presigned)  # type: ignore[attr-defined]
+
+    def best_of(fn: Callable[[], None]) -> float:
+        best = float("inf")
+        for _ in range(5):
+            t0 = time.perf_counter_ns()
+            for _ in range(calls):
+                fn()
+            best = min(best, (time.perf_counter_ns() - t0) / calls)
+        return best
+
+    def emitter(callback: Callable[[PlaybackStartedEvent], None] | None) -> Callable[[], None]:
+        em: rtc.EventEmitter[str] = rtc.EventEmitter()
+        if callback is not None:
+            em.on("playback_started", callback)
+        return lambda: em.emit("playback_started", ev)
+
+    method = listener._below_started
     return {
-        "chain": "wrapper > proxy > sink" if wrapped else "sink",
-        "frames_each": segments * frames_per_segment * repetitions,
-        "frames_per_segment": frames_per_segment,
-        "per_frame": medians("frame"),
-        "per_segment": medians("segment"),
-        "all_in_per_frame": medians("all_in"),
-        "sink_frames_equal": untracked_sink.frames == tracked_sink.frames,
-        "started_events": received,
-        "expected_started_events": repetitions * segments,
+        "emit_no_listener_ns": best_of(emitter(None)),
+        "emit_bound_method_ns": best_of(emitter(method)),
+        "emit_function_ns": best_of(emitter(plain)),
+        "emit_presigned_function_ns": best_of(emitter(presigned)),
+        "direct_call_ns": best_of(lambda: method(ev)),
     }
 
 
-async def run(
-    *, repetitions: int = 400, segments: int = 5, frames_per_segment: int = 50
-) -> dict[str, Any]:
-    """Compare both chain shapes: a bare sink, and a sink below a wrapper (RoomIO's shape)."""
-    results: dict[str, Any] = {}
-    for key, wrapped in (("bare_sink", False), ("wrapped_sink", True)):
-        results[key] = await _compare(
-            wrapped=wrapped,
-            repetitions=repetitions,
-            segments=segments,
-            frames_per_segment=frames_per_segment,
-        )
+async def run(sizes: Sizes) -> dict[str, Any]:
+    """Measure both chains, then livekit's emitter on its own."""
+    results = await _measure(sizes)
+    results["emitter"] = _emitter_costs(sizes.emitter_calls)
     return results
+
+
+def targets(res: dict[str, Any]) -> list[dict[str, Any]]:
+    """Steady-state frame cost, tracked / untracked, in both chains."""
+    return [
+        ratio_target(
+            f"steady-state frame CPU, tracked / untracked, {res[kind]['chain']}",
+            1.01,
+            res[kind]["steady_ratio"]["rounds"],
+        )
+        for kind in KINDS
+    ]
+
+
+def _us(ns: float) -> str:
+    return f"{ns / 1000:,.1f}"
+
+
+def report(res: dict[str, Any]) -> list[str]:
+    """The section's Markdown lines."""
+    em = res["emitter"]
+    hop = em["emit_bound_method_ns"] - em["emit_no_listener_ns"]
+    lines = [
+        "Medians over all rounds, ns per frame and µs per segment; per-round ratios below. "
+        "`added` = tracked - untracked; `livekit's emitter` = the part of it spent in "
+        "livekit's `EventEmitter.emit` for the listener the tracker adds (one per event, "
+        "estimated from the emitter's cost measured on its own, below).",
+        "",
+        "| chain | cost | untracked | tracked | added | of it livekit's emitter | ratio |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for kind in KINDS:
+        c = res[kind]
+        s = c["steady_ns"]
+        lines.append(
+            f"| {c['chain']} | ns per steady-state frame | {s['untracked']:,.0f} | "
+            f"{s['tracked']:,.0f} | {s['tracked'] - s['untracked']:,.0f} | 0 | "
+            f"{ratio(s['tracked'], s['untracked']):.3f} |"
+        )
+        total = {"untracked": 0.0, "tracked": 0.0, "emitter": 0.0}
+        for name in PARTS:
+            p = c["parts_ns"][name]
+            emitter = hop * _emitter_events(name, c["progressed_events_per_segment"])
+            total["untracked"] += p["untracked"]
+            total["tracked"] += p["tracked"]
+            total["emitter"] += emitter
+            lines.append(
+                f"| {c['chain']} | µs per segment: {name.replace('_', ' ')} | "
+                f"{_us(p['untracked'])} | {_us(p['tracked'])} | "
+                f"{_us(p['tracked'] - p['untracked'])} | {_us(emitter)} | "
+                f"{ratio(p['tracked'], p['untracked']):.2f} |"
+            )
+        lines.append(
+            f"| {c['chain']} | µs per segment, the six parts | {_us(total['untracked'])} | "
+            f"{_us(total['tracked'])} | {_us(total['tracked'] - total['untracked'])} | "
+            f"{_us(total['emitter'])} | {ratio(total['tracked'], total['untracked']):.2f} |"
+        )
+    lines += [
+        "",
+        "| round | " + " | ".join(f"steady frame ratio, {res[k]['chain']}" for k in KINDS) + " |",
+        "|---|" + "---|" * len(KINDS),
+    ]
+    for i in range(len(res[KINDS[0]]["rounds"])):
+        lines.append(
+            f"| {i + 1} | "
+            + " | ".join(f"{res[k]['rounds'][i]['steady_ratio']:.3f}" for k in KINDS)
+            + " |"
+        )
+    first = res[KINDS[0]]
+    lines += [
+        "",
+        f"{first['segments_each']} segments of {first['frames_per_segment']} frames (20 ms) "
+        "per side and chain.",
+        "",
+        "livekit's `EventEmitter.emit` on its own, ns per event with one listener: "
+        f"none {em['emit_no_listener_ns']:,.0f}; a bound method (what every layer of the "
+        f"chain registers below it, the tracker's output too) {em['emit_bound_method_ns']:,.0f}"
+        f"; a plain function {em['emit_function_ns']:,.0f}; a function carrying a precomputed "
+        f"`__signature__` {em['emit_presigned_function_ns']:,.0f}; for scale, calling the "
+        f"method directly {em['direct_call_ns']:,.0f}. Each layer the tracker adds listens "
+        f"once below itself, so each event (speech created, playback started, progressed, "
+        f"finished) pays about {hop / 1000:,.1f} µs of livekit's emitter for it, mostly "
+        "`inspect.signature`.",
+    ]
+    return lines

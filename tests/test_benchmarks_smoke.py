@@ -1,41 +1,67 @@
 """The benchmarks, once, in their tiny configuration: they run and measure the right thing.
 
-Only correctness is asserted here (counts, exactness, state); never a wall-clock figure.
+Only correctness is asserted here (counts, exactness, state, the shape of the report);
+never a wall-clock figure or a ratio.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
-from benchmarks import run
+from benchmarks import allin, latency, memory, overhead, run, scale
 
 
 class TestBenchmarksQuick:
     """``python -m benchmarks.run --quick`` measures real sessions and reports every target."""
 
     async def test_quick_configuration(self, tmp_path: Path) -> None:
-        results = await run.measure(run.QUICK)
+        results = await run.measure(quick=True)
 
-        timing = results["timing"]
-        rows = {r["method"].split(":")[0]: r for r in timing["rows"]}
-        assert timing["responses"] >= 3 * run.QUICK.speeches
-        # started_at is the sink's own created_at, for every response
-        assert timing["exact_started_at"] == timing["responses"]
-        assert rows["playback_hooks started_at"]["missed"] == 0
-        assert rows["playback_hooks started_at"]["max_ms"] == 0
-        assert rows["sync @on_message_played entry"]["missed"] == 0
-        assert rows["async @on_message_played start"]["missed"] == 0
-        # workaround 1 can only report one response per speech
-        assert rows["workaround 1"]["n"] <= timing["speeches"]
-        assert rows["workaround 1"]["missed"] >= timing["responses"] - timing["speeches"]
+        lat = results["latency"]
+        assert lat["all_started"]
+        # started_at is the sink's own created_at, for every message
+        assert lat["exact_started_at"] == lat["started_events"] > 0
+        assert lat["missed"]["sync"] == lat["missed"]["async"] == 0
+        assert lat["missed"]["livekit_first"] == 0
+        # livekit signals one message per speech; every other one is ours alone
+        assert lat["first_messages"]["livekit"]["n"] == lat["speeches"]
+        assert lat["later_messages"]["sync"]["n"] == lat["missed"]["livekit_later"] > 0
+        assert lat["later_messages"]["async"]["n"] == lat["missed"]["livekit_later"]
+        assert lat["speaking_events"] == lat["speeches"] + 1  # the warm-up speech too
+        assert len(lat["rounds"]) == latency.QUICK.rounds
 
-        for chain in (results["overhead"]["bare_sink"], results["overhead"]["wrapped_sink"]):
-            assert chain["sink_frames_equal"]
-            assert chain["started_events"] == chain["expected_started_events"]
+        ov = results["overhead"]
+        assert ov["started_events"] == ov["expected_started_events"]
+        for kind in overhead.KINDS:
+            chain = ov[kind]
+            q = overhead.QUICK
+            assert chain["segments_each"] == q.rounds * q.sessions * q.segments
+            assert len(chain["rounds"]) == overhead.QUICK.rounds
+            assert set(chain["parts_ns"]) == set(overhead.PARTS)
+            assert all(v["tracked"] > 0 for v in chain["parts_ns"].values())
 
-        progress = results["progress"]
-        word = progress["per_word"]
+        cpu = results["allin"]
+        assert cpu["exactly_counted"]
+        for kind in allin.KINDS:
+            assert len(cpu[kind]["rounds"]) == allin.QUICK.rounds
+        assert cpu["audio_s"]["tracked"] > 0 and cpu["audio_s"]["untracked"] > 0
+
+        sc = results["scale"]
+        assert sc["exactly_once"]
+        assert sc["all_played"]
+        assert sc["per_speech_state_empty"]
+        assert len(sc["pairs"]) == scale.QUICK.pairs
+        assert sc["room_probe"]["all_played"]
+        assert sc["memory"]["sessions"] == scale.QUICK.memory_sessions
+
+        mem = results["memory"]
+        assert mem["messages"] == memory.QUICK.messages
+        assert mem["all_delivered"]
+        assert mem["no_per_speech_state"]
+
+        word = results["progress"]["per_word"]
         # nobody listens: no word followed, no event; a receiver: one event per word
         assert word["progress_events"]["untracked"] == 0
         assert word["progress_events"]["no receiver"] == 0
@@ -43,28 +69,28 @@ class TestBenchmarksQuick:
         assert not word["words_followed_without_receiver"]
         assert word["words_followed_with_receiver"]
         assert word["text_output_got_every_word"]
-        assert set(progress["per_frame"]["rows"]) == {"untracked", "no receiver", "receiver"}
-
-        assert [(r["kind"], r["other_handlers"]) for r in results["dispatch"]["rows"]] == [
-            (kind, n) for kind in ("sync", "async") for n in (0, 1, 10)
-        ]
-        assert all(r["n"] == run.QUICK.dispatch_samples for r in results["dispatch"]["rows"])
-
-        scale = results["scale"]
-        assert scale["exactly_once"]
-        assert scale["per_speech_state_empty"]
-        assert all(r["all_segments_played"] for r in scale["rounds"])
-        long = scale["long_session"]
-        assert long["messages"] == run.QUICK.long_messages
-        assert long["all_delivered"]
-        assert long["no_per_speech_state"]
+        assert set(results["progress"]["per_frame"]["rows"]) == {
+            "untracked",
+            "no receiver",
+            "receiver",
+        }
 
         results["machine"] = run.machine()
         results["targets"] = run.targets(results)
-        assert len(results["targets"]) == 18
+        assert [t["benchmark"] for t in results["targets"]] == (
+            ["latency"] * 6
+            + ["overhead"] * 2
+            + ["allin"] * 2
+            + ["scale"] * 2
+            + ["memory"] * 2
+            + ["progress"] * 4
+        )
         for target in results["targets"]:
-            assert set(target) >= {"name", "target", "measured", "met"}
+            assert set(target) >= {"name", "target", "measured", "unit", "spread", "met"}
             assert isinstance(target["met"], bool)
+            if target["unit"] == "ratio":
+                assert target["spread"]["min"] <= target["measured"] <= target["spread"]["max"]
+                assert not math.isnan(target["measured"])
         section = run.report(results)
         readme = tmp_path / "README.md"
         readme.write_text("# Benchmarks\n\nintro\n")
@@ -73,4 +99,5 @@ class TestBenchmarksQuick:
         text = readme.read_text()
         assert text.startswith("# Benchmarks\n\nintro\n")
         assert text.count(run.README_MARKER) == 1
+        assert all(f"### {b.TITLE}" in text for b in run.BENCHMARKS)
         json.dumps(results)

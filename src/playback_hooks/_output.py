@@ -119,12 +119,15 @@ class TrackingOutput(_livekit.TransparentOutput):
             if self.words is not None:
                 self.words.follow(None)
             return  # not a segment of ours
-        super()._below_started(ev)
+        # The ledger first, then the report goes up to livekit: both queue their callbacks
+        # for the next loop iteration, so the app's handlers are not behind livekit's own
+        # first-frame listener (agent_state_changed -> speaking).
         msg = self._segments[0]
         if msg is not None:
             guarded(self._segment_started, msg, ev.created_at)
         elif self.words is not None:
             self.words.follow(None)
+        super()._below_started(ev)
 
     def _below_finished(self, ev: PlaybackFinishedEvent) -> None:
         if not self._segments:
