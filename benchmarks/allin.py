@@ -37,6 +37,7 @@ from .common import (
     ReplyAgent,
     ratio,
     ratio_target,
+    round_table,
     spread,
     start_chain,
 )
@@ -210,17 +211,7 @@ def report(res: dict[str, Any]) -> list[str]:
             f"{m['tracked'] - m['untracked']:.2f} | {ratio(m['tracked'], m['untracked']):.3f} | "
             f"{c['batches_each']} |"
         )
-    lines += [
-        "",
-        "| round | " + " | ".join(f"ratio, {res[k]['chain']}" for k in KINDS) + " |",
-        "|---|" + "---|" * len(KINDS),
-    ]
-    for i in range(len(res[KINDS[0]]["rounds"])):
-        lines.append(
-            f"| {i + 1} | "
-            + " | ".join(f"{res[k]['rounds'][i]['ratio']:.3f}" for k in KINDS)
-            + " |"
-        )
+    lines += round_table(res, KINDS, "ratio", "ratio")
     ev = res["events"]
     lines += [
         "",

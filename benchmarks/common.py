@@ -102,6 +102,20 @@ def ratio_target(
     }
 
 
+def round_table(res: dict[str, Any], kinds: Sequence[str], label: str, key: str) -> list[str]:
+    """Markdown lines of a table of one ratio per round, a column per chain."""
+    lines = [
+        "",
+        "| round | " + " | ".join(f"{label}, {res[k]['chain']}" for k in kinds) + " |",
+        "|---|" + "---|" * len(kinds),
+    ]
+    for i in range(len(res[kinds[0]]["rounds"])):
+        lines.append(
+            f"| {i + 1} | " + " | ".join(f"{res[k]['rounds'][i][key]:.3f}" for k in kinds) + " |"
+        )
+    return lines
+
+
 def check_target(name: str, target: str, measured: Any, unit: str, met: bool) -> dict[str, Any]:
     """A target that is a count or a fact rather than a ratio (no spread)."""
     return {

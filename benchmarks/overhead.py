@@ -58,6 +58,7 @@ from .common import (
     pcm_frame,
     ratio,
     ratio_target,
+    round_table,
     spread,
     start_chain,
 )
@@ -390,17 +391,7 @@ def report(res: dict[str, Any]) -> list[str]:
             f"{_us(total['tracked'])} | {_us(total['tracked'] - total['untracked'])} | "
             f"{_us(total['emitter'])} | {ratio(total['tracked'], total['untracked']):.2f} |"
         )
-    lines += [
-        "",
-        "| round | " + " | ".join(f"steady frame ratio, {res[k]['chain']}" for k in KINDS) + " |",
-        "|---|" + "---|" * len(KINDS),
-    ]
-    for i in range(len(res[KINDS[0]]["rounds"])):
-        lines.append(
-            f"| {i + 1} | "
-            + " | ".join(f"{res[k]['rounds'][i]['steady_ratio']:.3f}" for k in KINDS)
-            + " |"
-        )
+    lines += round_table(res, KINDS, "steady frame ratio", "steady_ratio")
     first = res[KINDS[0]]
     lines += [
         "",
