@@ -40,6 +40,8 @@ import av
 import numpy as np
 from aiohttp import web
 
+from .local_server import LocalServer
+
 SAMPLE_RATE = 24000
 MP3_FRAME = 576
 """Samples per MP3 frame at 24 kHz (MPEG-2 layer III)."""
@@ -135,7 +137,7 @@ class SpeechRequest:
         return str(self.body["input"])
 
 
-class OpenAIHTTPServer:
+class OpenAIHTTPServer(LocalServer):
     """The local server; ``base_url`` is what ``openai.LLM/TTS(base_url=...)`` take.
 
     Args:
@@ -147,6 +149,7 @@ class OpenAIHTTPServer:
     def __init__(
         self, *, chunk_chars: int = 7, chunk_delay: float = 0.002, audio_chunk_bytes: int = 4096
     ) -> None:
+        super().__init__()
         self.chunk_chars = chunk_chars
         self.chunk_delay = chunk_delay
         self.audio_chunk_bytes = audio_chunk_bytes
@@ -156,32 +159,16 @@ class OpenAIHTTPServer:
         self.speech_requests: list[SpeechRequest] = []
         self.other_requests: list[tuple[str, str]] = []
         """``(method, path)`` of every other request, in order."""
-        self._runner: web.AppRunner | None = None
-        self._port = 0
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self._port}/v1"
 
     def reply(self, *texts: str) -> None:
         """Queue the answers to the next chat completion requests."""
         self.replies.extend(texts)
 
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_post("/v1/chat/completions", self._chat)
-        app.router.add_post("/v1/audio/speech", self._speech)
-        app.router.add_get("/v1/models", self._models)
-        app.router.add_route("*", "/{tail:.*}", self._not_found)
-        self._runner = web.AppRunner(app, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self._port = int(self._runner.addresses[0][1])
-
-    async def close(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
+    def routes(self, router: web.UrlDispatcher) -> None:
+        router.add_post("/v1/chat/completions", self._chat)
+        router.add_post("/v1/audio/speech", self._speech)
+        router.add_get("/v1/models", self._models)
+        router.add_route("*", "/{tail:.*}", self._not_found)
 
     # -- endpoints ----------------------------------------------------------------------------
 

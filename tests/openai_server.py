@@ -37,6 +37,8 @@ from typing import Any
 import numpy as np
 from aiohttp import WSMsgType, web
 
+from .local_server import LocalServer
+
 SAMPLE_RATE = 24000
 
 _ids = itertools.count(1)
@@ -543,7 +545,7 @@ class Connection:
         return task
 
 
-class RealtimeServer:
+class RealtimeServer(LocalServer):
     """The local server; ``base_url`` is what ``RealtimeModel(base_url=...)`` takes.
 
     Args:
@@ -552,19 +554,14 @@ class RealtimeServer:
     """
 
     def __init__(self, *, pace: float = 8.0, chunk_seconds: float = 0.1) -> None:
+        super().__init__()
         self.pace = pace
         self.chunk_seconds = chunk_seconds
         self.replies: deque[Response] = deque()
         """Scripts for the next ``response.create`` requests, in order."""
         self._replies_on: dict[int, deque[Response]] = {}
         self.connections: list[Connection] = []
-        self._runner: web.AppRunner | None = None
-        self._port = 0
         self._connected = asyncio.Event()
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self._port}/v1"
 
     def reply(self, *responses: Response | Sequence[Step], connection: int | None = None) -> None:
         """Queue the answers to the next ``response.create`` requests.
@@ -594,18 +591,8 @@ class RealtimeServer:
 
         return await asyncio.wait_for(_wait(), timeout)
 
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_get("/v1/realtime", self._serve)
-        self._runner = web.AppRunner(app, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self._port = int(self._runner.addresses[0][1])
-
-    async def close(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
+    def routes(self, router: web.UrlDispatcher) -> None:
+        router.add_get("/v1/realtime", self._serve)
 
     async def _serve(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse()
