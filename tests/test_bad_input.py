@@ -198,14 +198,14 @@ CASES = [
     Case(
         "wait_for id empty",
         lambda o: T(o).wait_for(""),
-        TypeError,
-        "PlaybackTracker.wait_for(): message_id must be a non-empty str",
+        ValueError,
+        "PlaybackTracker.wait_for(): message_id must not be empty",
     ),
     Case(
         "wait_for id int",
         lambda o: T(o).wait_for(5),
         TypeError,
-        "PlaybackTracker.wait_for(): message_id must be a non-empty str",
+        "PlaybackTracker.wait_for(): message_id must be a str, got int",
     ),
     Case(
         "wait_for kind",

@@ -199,7 +199,7 @@ class TestInternalErrors:
         def broken(*args: Any) -> None:
             raise RuntimeError("bookkeeping bug")
 
-        monkeypatch.setattr(Ledger, "message_started", broken)
+        monkeypatch.setattr(Ledger, "segment_started", broken)
         handle = off.session.generate_reply()
         await asyncio.wait_for(handle.wait_for_playout(), 15)
         assert len(off.sink.segments) == 2

@@ -96,9 +96,13 @@ class TestAttach:
         handle = off.session.generate_reply()
         await off.tracker.wait_for("a", "started", timeout=10)
         off.tracker.detach()
-        assert off.session.output.audio is off.sink and ph.tracker_for(off.session) is None
+        assert ph.tracker_for(off.session) is None
+        # its output stays on top while the speech it reports may still read the chain
+        top = off.session.output.audio
+        assert top is not None and top is not off.sink and top.next_in_chain is off.sink
         await off.tracker.aclose()  # returns once the speech in flight is reported
         assert handle.done()
+        assert off.session.output.audio is off.sink  # and leaves it then
         assert off.events.timeline() == [
             ("started", "a"),
             ("finished", "a"),

@@ -19,6 +19,7 @@ from livekit.agents.voice.speech_handle import SpeechHandle
 from livekit.agents.voice.transcription import TranscriptSynchronizer, synchronizer
 
 from playback_hooks import _livekit
+from playback_hooks._outputs import TransparentOutput
 from playback_hooks.testing import SimulatedSink
 
 from .conftest import LIVEKIT
@@ -65,7 +66,7 @@ class TestPrivateNames:
         below = _Watched()
         session.output.audio = below
         assert below.calls == ["attached"]
-        top = _livekit.TransparentOutput(below, label="top")
+        top = TransparentOutput(below, label="top")
         _livekit.install_quietly(session.output, top)
         assert _top(session) is top
         assert below.calls == ["attached"]  # the chain below was not re-attached
@@ -75,13 +76,13 @@ class TestPrivateNames:
 
     def test_transparent_output_adds_no_proxy(self) -> None:
         sink = SimulatedSink()
-        top = _livekit.TransparentOutput(sink, label="top")
+        top = TransparentOutput(sink, label="top")
         assert top.next_in_chain is sink
         assert not isinstance(top.next_in_chain, io._AudioSinkProxy)
 
     def test_audio_output_hooks(self) -> None:
         # overridden: livekit calls it on the top output when the TTS failed mid-segment
-        assert "_mark_input_truncated" in vars(_livekit.TransparentOutput)
+        assert "_mark_input_truncated" in vars(TransparentOutput)
         if LIVEKIT >= (1, 8, 6):
             assert "_mark_input_truncated" in vars(io.AudioOutput)
             signature = inspect.signature(io.AudioOutput._mark_input_truncated)
@@ -142,7 +143,7 @@ class TestPrivateNamesForLiveProgress:
         try:
             assert _livekit._SyncedAudioOutput is synchronizer._SyncedAudioOutput
             assert "_synchronizer" in vars(sync.audio_output)
-            top = _livekit.TransparentOutput(sync.audio_output, label="top")
+            top = TransparentOutput(sync.audio_output, label="top")
             assert _livekit.transcript_synchronizer(top) is sync
             assert _livekit.transcript_synchronizer(sink) is None
         finally:

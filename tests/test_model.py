@@ -118,7 +118,11 @@ class TrackerMachine(RuleBasedStateMachine):
         self.session: AgentSession[Any] = AgentSession()
         self.sink = ManualSink()
         self.session.output.audio = self.sink
-        self.tracker = PlaybackTracker(self.session, self.loop)
+        self.tracker: PlaybackTracker | None = self._sync(ph.attach, self.session)
+        self.trackers: list[PlaybackTracker] = [] if self.tracker is None else [self.tracker]
+        self.admitted: dict[str, bool] = {}  # speech id -> created while a tracker was attached
+        # speech id -> the output its (one) step read when it began to forward audio
+        self.held: dict[str, AudioOutput] = {}
         self.events: list[Any] = []
         # a progress receiver too: the tracker follows every message's progress
         for signal in SIGNALS:
@@ -142,10 +146,15 @@ class TrackerMachine(RuleBasedStateMachine):
 
     @property
     def output(self) -> AudioOutput:
-        # the tracker's output, on top of the sink since the first speech was created
+        # the top of the chain now: the tracker's output while one is attached (or still
+        # reporting), since the first speech was created
         audio = self.session.output.audio
         assert audio is not None
         return audio
+
+    def _output_of(self, handle: SpeechHandle) -> AudioOutput:
+        # livekit reads session.output.audio when a speech's step begins and keeps it
+        return self.held.setdefault(handle.id, self.output)
 
     def _record(self, sender: Any, *, event: Any, **_: Any) -> None:
         self.events.append(event)
@@ -225,6 +234,7 @@ class TrackerMachine(RuleBasedStateMachine):
             _livekit.mark_scheduled(handle)
         self.handles[handle.id] = handle
         self.scheduled[handle.id] = scheduled
+        self.admitted[handle.id] = self.tracker is not None
         self.announced[handle.id] = 0
         self.session.emit(
             "speech_created",
@@ -251,9 +261,54 @@ class TrackerMachine(RuleBasedStateMachine):
     @rule(handle=speeches)
     def label(self, handle: SpeechHandle) -> None:
         self.next_id += 1
-        # labelled already, or too late: refused, as documented
-        with contextlib.suppress(ValueError, RuntimeError):
-            self.tracker.label(handle, f"label{self.next_id}")
+        # detached, labelled already, too late, or another tracker's: refused, as documented
+        for tracker in self.trackers:
+            with contextlib.suppress(ValueError, RuntimeError):
+                tracker.label(handle, f"label{self.next_id}")
+
+    # -- attach and detach, also in the same loop iteration as a speech's creation --------
+
+    @rule(reattach=st.booleans())
+    def detach(self, reattach: bool) -> None:
+        if self.tracker is not None:
+            self.tracker.detach()
+            self.tracker = None
+        if reattach:  # same iteration
+            self.attach()
+        self._settle()
+
+    @rule()
+    def attach(self) -> None:
+        if self.tracker is None:
+            self.tracker = self._sync(ph.attach, self.session)
+            assert self.tracker is not None
+            self.trackers.append(self.tracker)
+
+    @rule(target=speeches, scheduled=st.booleans())
+    def speech_then_attach(self, scheduled: bool) -> SpeechHandle:
+        """A speech created, then a tracker attached in the same iteration: the speech is
+        not reported (it was created before), even though its audio goes through the new
+        tracker's output."""
+        if self.tracker is not None:
+            self.detach(reattach=False)
+        handle = self._create_speech(scheduled, say=True)
+        self.attach()
+        return handle
+
+    @rule(target=speeches, reattach=st.booleans())
+    def label_then_detach(self, reattach: bool) -> SpeechHandle:
+        """``say()``, ``label()`` and ``detach()`` in one iteration: the speech is reported
+        whole by the tracker that admitted it."""
+        if self.tracker is None:
+            self.attach()
+        handle = self._create_speech(scheduled=True, say=True)
+        self.label(handle)
+        assert self.tracker is not None
+        self.tracker.detach()
+        self.tracker = None
+        if reattach:
+            self.attach()
+        return handle
 
     @rule(handle=speeches, begin=st.booleans())
     def realtime_item(self, handle: SpeechHandle, begin: bool) -> None:
@@ -288,12 +343,15 @@ class TrackerMachine(RuleBasedStateMachine):
         if self.capturing is None and not self._may_open_segment():
             return
         self.capturing = handle
+        output = self._output_of(handle)
         for _ in range(frames):
             self._in_speech(
-                handle, lambda: self.loop.run_until_complete(self.output.capture_frame(FRAME))
+                handle, lambda: self.loop.run_until_complete(output.capture_frame(FRAME))
             )
+        assert self.sink.current is not None
+        self.sink.current["speech"] = handle.id
         if flush:
-            self._in_speech(handle, lambda: self._sync(self.output.flush))
+            self._in_speech(handle, lambda: self._sync(output.flush))
             self.capturing = None
         self._settle()
 
@@ -303,13 +361,14 @@ class TrackerMachine(RuleBasedStateMachine):
             return
         if not self._may_open_segment():
             return
-        self._in_speech(handle, lambda: self._sync(self.output.flush))
+        output = self._output_of(handle)
+        self._in_speech(handle, lambda: self._sync(output.flush))
         self._settle()
 
     @rule()
     def truncate(self) -> None:
         if self.capturing is not None:
-            self._sync(_livekit.mark_input_truncated, self.output)
+            self._sync(_livekit.mark_input_truncated, self._output_of(self.capturing))
 
     @rule(pause=st.booleans())
     def pause_or_resume(self, pause: bool) -> None:
@@ -416,6 +475,8 @@ class TrackerMachine(RuleBasedStateMachine):
     def ask_now_playing(self) -> None:
         # after a settle every released event is delivered: compare with what was received
         self._settle()
+        if self.tracker is None:
+            return
         observed = self.tracker.now_playing()
         last: dict[tuple[str, int], float] = {}
         for ev in self.events:
@@ -423,8 +484,8 @@ class TrackerMachine(RuleBasedStateMachine):
                 last[(ev.speech_id, ev.index)] = ev.position
         self._check_now_playing(observed, last)
 
-    @rule(interrupted=st.booleans(), fraction=st.floats(0, 1))
-    def sink_finished(self, interrupted: bool, fraction: float) -> None:
+    @rule(interrupted=st.booleans(), fraction=st.floats(0, 1), start_lost=st.booleans())
+    def sink_finished(self, interrupted: bool, fraction: float, start_lost: bool) -> None:
         if not self.sink.open:
             return
         seg = self.sink.open[0]
@@ -434,11 +495,15 @@ class TrackerMachine(RuleBasedStateMachine):
         self.sink.done.append(seg)
         if seg is self.sink.current and self.capturing is not None:
             # livekit reacts to an interruption by cancelling the forwarding, which flushes
-            self._in_speech(self.capturing, lambda: self._sync(self.output.flush))
+            output = self._output_of(self.capturing)
+            self._in_speech(self.capturing, lambda: self._sync(output.flush))
             self.capturing = None
         position = seg["captured"] * (fraction if interrupted else 1.0)
-        if not seg["started"]:
+        if not seg["started"] and not start_lost:
             position = 0.0
+        # (a remote sink that lost its start report still says how much played); heard: it
+        # played, and the sink said so while its speech was not over yet
+        seg["heard"] = position > 0 and not self.handles[seg["speech"]].done()
         self._sync(
             self.sink.on_playback_finished, playback_position=position, interrupted=interrupted
         )
@@ -449,7 +514,8 @@ class TrackerMachine(RuleBasedStateMachine):
         if handle.done():
             return
         if self.capturing is handle:
-            self._in_speech(handle, lambda: self._sync(self.output.flush))
+            output = self._output_of(handle)
+            self._in_speech(handle, lambda: self._sync(output.flush))
             self.capturing = None
         self._sync(_livekit.mark_done, handle, interrupted=interrupted)
         self._settle()
@@ -488,7 +554,14 @@ class TrackerMachine(RuleBasedStateMachine):
                     assert not ev.interrupted
                 if key in started:
                     assert ev.started_at == started[key].started_at
+                    assert ev.started_at_estimated == started[key].started_at_estimated
             assert self.scheduled[ev.speech_id], "event for a speech never scheduled"
+            assert self.admitted[ev.speech_id], "event for a speech created while detached"
+            if isinstance(ev, ph.MessagePlaybackStarted) and not ev.started_at_estimated:
+                # the sink's own time, for a segment it reported started
+                assert any(
+                    seg["created_at"] == ev.started_at for seg in self.sink.open + self.sink.done
+                ), ev
         # within a speech, messages finish in index order
         by_speech: dict[str, list[int]] = {}
         for ev in finished.values():
@@ -577,17 +650,38 @@ class TrackerMachine(RuleBasedStateMachine):
                 if isinstance(ev, ph.MessagePlaybackFinished):
                     per_speech.setdefault(ev.speech_id, []).append(ev.index)
             for speech_id, count in self.announced.items():
-                if not self.scheduled[speech_id]:
+                if not self.scheduled[speech_id] or not self.admitted[speech_id]:
                     assert speech_id not in per_speech
                     continue
                 indexes = per_speech.get(speech_id, [])
                 assert indexes == list(range(len(indexes))), indexes
                 assert len(indexes) >= count
-            stats = self.tracker.stats()
-            assert stats.speeches == 0, "per-speech state left behind"
-            assert stats.unreleased_messages == 0, "messages left unfinished"
-            self.loop.run_until_complete(self.tracker.aclose())
-            assert self.tracker.stats().handler_tasks == 0
+            # a segment the sink reported played is never reported skipped: each reported
+            # speech has at least as many messages heard as segments the sink said played
+            heard: dict[str, int] = {}
+            for seg in self.sink.done:
+                if seg["heard"] and self.admitted[seg["speech"]]:
+                    heard[seg["speech"]] = heard.get(seg["speech"], 0) + 1
+            for speech_id, count in heard.items():
+                reported = [
+                    e
+                    for e in self.events
+                    if isinstance(e, ph.MessagePlaybackFinished)
+                    and e.speech_id == speech_id
+                    and e.played != "skipped"
+                ]
+                assert len(reported) >= count, (speech_id, count, reported)
+            for tracker in self.trackers:
+                stats = tracker.stats()
+                assert stats.speeches == 0, "per-speech state left behind"
+                assert stats.unreleased_messages == 0, "messages left unfinished"
+                self.loop.run_until_complete(tracker.aclose())
+                assert tracker.stats() == ph.TrackerStats(0, 0, 0, 0, stats.history, 0)
+            # no tracker left: the output is off the top of the chain
+            assert self.session.output.audio in (
+                self.sink,
+                getattr(self.synchronizer, "audio_output", None),
+            )
             if self.synchronizer is not None:
                 # detached: livekit's text chain is what it was
                 assert isinstance(self.synchronizer.text_output.next_in_chain, WordLog)

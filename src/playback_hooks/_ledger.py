@@ -1,27 +1,33 @@
 """The engine: messages announced, segments bound, and their events released in order.
 
-One ``Ledger`` per tracked session. Announcers (``@track_messages``, the realtime tap,
-``PlaybackTracker.label``) queue messages per speech; the output wrapper binds each segment
-it forwards to the next queued message of its speech and reports what the sink said; the
-ledger decides each message's outcome and hands the events to ``on_event`` strictly in
-playback order. It knows nothing of signals, handlers or how the wrapper is installed.
+One ``Ledger`` per session, shared by the trackers attached to it one after another. A
+tracker admits the speeches created while it is attached, each with the ``Reporter`` its
+events go to. Announcers (``@track_messages``, the realtime tap, ``PlaybackTracker.label``)
+queue messages per speech; the output on top of the chain binds each segment it forwards to
+the next queued message of its speech and passes on what the sink said; the ledger decides
+each message's outcome and hands the events to their reporter strictly in playback order,
+across trackers. It knows nothing of signals, handlers or how the output is installed.
+
+A message goes announced -> bound -> started -> finished, or -> skipped: ``Announced``
+while it waits in its speech's queue (its id may still be unknown), then a ``Message``,
+which always has its id, in the ``State`` the sink's reports put it in.
 """
 
 from __future__ import annotations
 
+import enum
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from livekit.agents.voice.speech_handle import SpeechHandle
 
 from ._progress import Playhead
 from .events import (
     EMPTY_METADATA,
-    Event,
     MessagePlaybackFinished,
     MessagePlaybackProgressed,
     MessagePlaybackStarted,
@@ -30,11 +36,10 @@ from .events import (
 )
 from .ids import auto_message_id
 
-__all__ = ["Ledger", "LedgerCounts", "Message", "ledger_for"]
+__all__ = ["Announced", "Ledger", "LedgerCounts", "Message", "Reporter", "State", "ledger_for"]
 
-# Which ledger reports on which speech: how @track_messages, running inside a speech's
-# llm_node, finds where to announce. Keyed by the speech, not the session, so a speech
-# still playing after detach() keeps its ledger even if a new tracker is attached.
+# Which ledger reports on which speech: how @track_messages and the realtime tap, running
+# inside a speech's tasks, find where to announce.
 _reporting: weakref.WeakKeyDictionary[SpeechHandle, Ledger] = weakref.WeakKeyDictionary()
 
 
@@ -43,83 +48,134 @@ def ledger_for(handle: SpeechHandle | None) -> Ledger | None:
     return None if handle is None else _reporting.get(handle)
 
 
-@dataclass(eq=False)
-class Message:
-    """One message of a speech, from its announcement to its finished event."""
+class Reporter(Protocol):
+    """Where the events of a speech go: the tracker that admitted it, one method per kind."""
 
-    speech: Speech
+    def wants_progress(self) -> bool:
+        """Whether a message whose audio begins now should have its progress followed."""
+
+    def started(self, event: MessagePlaybackStarted) -> None:
+        """A message started playing."""
+
+    def progressed(self, event: MessagePlaybackProgressed) -> None:
+        """A playing message played on."""
+
+    def finished(self, event: MessagePlaybackFinished) -> None:
+        """A message ended."""
+
+    def speech_reported(self) -> None:
+        """One of the reporter's speeches is over and every event of it is out."""
+
+
+class State(enum.Enum):
+    """Where a bound message is."""
+
+    BOUND = "bound"  # its segment is forwarded to the sink
+    STARTED = "started"  # the sink started playing it
+    FINISHED = "finished"  # heard, in full or in part: its finished event is made
+    SKIPPED = "skipped"  # never heard: its finished event is made
+
+
+@dataclass(eq=False, slots=True)
+class Announced:
+    """A message queued for its speech's next segment."""
+
     index: int
     message_id: str | None  # None: named when it gets its segment (label or automatic id)
     metadata: Mapping[str, Any]
     source: Source
     has_segment: bool = True  # False once it is known no segment will carry it
+
+
+@dataclass(eq=False, slots=True)
+class Message:
+    """A message whose segment was forwarded (or that was skipped), until its events are out.
+
+    Changed only by the ledger; the output and the word tap hold it to name it in their
+    reports.
+    """
+
+    speech: Speech
+    index: int
+    message_id: str
+    metadata: Mapping[str, Any]
+    source: Source
+    state: State
+    bound_at: float  # when its segment's first frame was handed over (time.time())
+    playhead: Playhead | None = None  # None for a skipped message
     truncated: bool = False  # its source (the TTS) was cut short
     started_at: float | None = None
-    pending_started: MessagePlaybackStarted | None = None  # made, not yet released
-    finished: MessagePlaybackFinished | None = None
-    playhead: Playhead | None = None  # its segment's live position, once it has audio
+    started_at_estimated: bool = False
+    # events made and not yet released (they leave in playback order)
+    to_start: MessagePlaybackStarted | None = None
+    to_finish: MessagePlaybackFinished | None = None
+    started_out: bool = False  # its started event is released
+
+    @property
+    def followed(self) -> bool:
+        """Whether its progress is followed (decided when its audio began)."""
+        return self.playhead is not None and self.playhead.followed
+
+    @property
+    def words_kept(self) -> bool:
+        """Whether the words shown of it are kept (for ``heard_text``)."""
+        return self.playhead is not None and self.playhead.heard_text is not None
 
 
 @dataclass(eq=False)
 class Speech:
-    """A speech the ledger reports on, with its messages not yet bound to a segment."""
+    """A speech the ledger reports on."""
 
     handle: SpeechHandle
-    source: Source = "llm"
-    queue: deque[Message] = field(default_factory=deque)
+    reporter: Reporter
+    source: Source
+    queue: deque[Announced] = field(default_factory=deque)
     next_index: int = 0
     label: tuple[str, Mapping[str, Any]] | None = None
     label_used: bool = False
     auto_named: bool = False  # a message of it already got an automatic id
+    unreleased: int = 0  # its messages in the playback order
+    over: bool = False  # its handle is done and every message of it has ended
 
 
 @dataclass(frozen=True, slots=True)
 class LedgerCounts:
-    """How much per-speech and per-message state the ledger holds right now."""
+    """How much per-speech and per-message state the ledger holds for one reporter."""
 
     speeches: int
     unreleased_messages: int
+    open_segments: int
 
 
 class Ledger:
-    """Per-session message bookkeeping; see the module docstring.
+    """Per-session message bookkeeping; see the module docstring."""
 
-    Only speeches that were ``admit()``-ted are reported: a speech the ledger never saw
-    created (it began before the tracker was attached) is passed over whole, never half.
-    """
-
-    def __init__(self, on_event: Callable[[Event], None]) -> None:
-        self._on_event = on_event
-        self._speeches: dict[str, Speech] = {}
-        # bound to a segment (or skipped), finished event not yet released, in playback order
-        self._unreleased: deque[Message] = deque()
-        self._accepting = True
-        self._on_idle: Callable[[], None] | None = None
-        self._progress = True  # progress events are sent (until detach)
+    def __init__(self) -> None:
+        self._speeches: dict[str, Speech] = {}  # admitted, not over
+        # bound or skipped messages whose events are not all out, in playback order
+        self._order: deque[Message] = deque()
+        self._releasing = False
 
     # -- speeches ---------------------------------------------------------------------------
 
-    def admit(self, handle: SpeechHandle, source: Source) -> None:
-        """Report on ``handle``, a speech created while the tracker is installed."""
-        if not self._accepting or handle.done() or handle.id in self._speeches:
-            return
-        self._speeches[handle.id] = Speech(handle, source)
+    def admit(self, handle: SpeechHandle, source: Source, reporter: Reporter) -> bool:
+        """Report on ``handle``, a speech just created, to ``reporter``; False if it cannot
+        be (already over, or already admitted)."""
+        if handle.done() or handle.id in self._speeches:
+            return False
+        self._speeches[handle.id] = Speech(handle, reporter, source)
         _reporting[handle] = self
         handle.add_done_callback(self._on_speech_done)
+        return True
 
-    def admitted(self, handle: SpeechHandle) -> bool:
-        """Whether the ledger reports on ``handle``."""
-        return handle.id in self._speeches
-
-    def stop_admitting(self, on_idle: Callable[[], None]) -> None:
-        """Admit no new speech; call ``on_idle`` once every admitted speech is reported."""
-        self._accepting = False
-        self._on_idle = on_idle
-        self._check_idle()
-
-    def counts(self) -> LedgerCounts:
-        """The sizes of the ledger's per-speech and per-message state."""
-        return LedgerCounts(len(self._speeches), len(self._unreleased))
+    def counts(self, reporter: Reporter) -> LedgerCounts:
+        """The sizes of ``reporter``'s per-speech and per-message state."""
+        mine = [m for m in self._order if m.speech.reporter is reporter]
+        return LedgerCounts(
+            speeches=sum(1 for s in self._speeches.values() if s.reporter is reporter),
+            unreleased_messages=len(mine),
+            open_segments=sum(1 for m in mine if m.state in (State.BOUND, State.STARTED)),
+        )
 
     # -- announcers -------------------------------------------------------------------------
 
@@ -131,41 +187,48 @@ class Ledger:
         source: Source,
         *,
         has_segment: bool,
-    ) -> Message | None:
+    ) -> Announced | None:
         """Queue a message of ``handle``; ``has_segment=False``: no audio will carry it."""
         speech = self._speeches.get(handle.id)
         if speech is None or handle.done():
             return None
-        msg = self._new_message(speech, message_id, metadata, source)
-        msg.has_segment = has_segment
-        speech.queue.append(msg)
+        item = self._announced(speech, message_id, metadata, source)
+        item.has_segment = has_segment
+        speech.queue.append(item)
         if not has_segment:
             self._skip_segmentless(speech)
-        return msg
+        return item
 
-    def item_begins(self, handle: SpeechHandle, msg: Message) -> None:
-        """livekit started processing ``msg``: earlier queued items will get no segment."""
+    def item_begins(self, handle: SpeechHandle, item: Announced) -> None:
+        """livekit started processing ``item``: earlier queued items will get no segment."""
         speech = self._speeches.get(handle.id)
-        if speech is None or msg not in speech.queue:
+        if speech is None or item not in speech.queue:
             return
         for earlier in speech.queue:
-            if earlier is msg:
+            if earlier is item:
                 break
             earlier.has_segment = False
         self._skip_segmentless(speech)
 
-    def label(self, handle: SpeechHandle, message_id: str, metadata: Mapping[str, Any]) -> None:
+    def label(
+        self,
+        handle: SpeechHandle,
+        reporter: Reporter,
+        message_id: str,
+        metadata: Mapping[str, Any],
+    ) -> None:
         """Give ``message_id`` to the speech's first message without an id of its own.
 
         Raises:
-            RuntimeError: the speech is not reported, or a message of it already played.
+            RuntimeError: ``reporter`` does not report the speech, or a message of it
+                already played.
             ValueError: the speech was already labelled.
         """
         speech = self._speeches.get(handle.id)
-        if speech is None:
+        if speech is None or speech.reporter is not reporter:
             raise RuntimeError(
-                f"speech {handle.id} is not reported: it was created before attach() "
-                "or is already over"
+                f"speech {handle.id} is not reported by this tracker: it was created before "
+                "attach() (or while another tracker was attached), or is already over"
             )
         if speech.label is not None:
             raise ValueError(f"speech {handle.id} is already labelled {speech.label[0]!r}")
@@ -176,101 +239,139 @@ class Ledger:
             )
         speech.label = (message_id, metadata)
 
-    # -- the output wrapper -----------------------------------------------------------------
+    # -- the output: segments ---------------------------------------------------------------
 
-    def bind_segment(self, handle: SpeechHandle | None, *, has_audio: bool) -> Message | None:
+    def bind_segment(
+        self,
+        handle: SpeechHandle | None,
+        *,
+        has_audio: bool,
+        paused_at: float | None = None,
+        words: bool = False,
+    ) -> Message | None:
         """The output forwards a new segment of ``handle``: return the message it carries.
 
-        None for a speech the ledger does not report. ``has_audio=False``: the segment
-        was flushed without a frame, so its message was never heard.
+        None for a speech the ledger does not report. ``has_audio=False``: the segment was
+        flushed without a frame, so its message was never heard. ``paused_at``: the output
+        is paused since then; ``words``: the chain shows words (a transcription
+        synchronizer), so they are kept if the message's progress is followed.
         """
-        if handle is None:
-            return None
-        speech = self._speeches.get(handle.id)
+        speech = None if handle is None else self._speeches.get(handle.id)
         if speech is None:
             return None
         # A speech's done callback runs on a later loop iteration than the end of its
         # playback, so the next speech's first segment can arrive first: finish the speeches
         # already over now, or their messages would be released after this one.
-        for other in list(self._speeches.values()):
-            if other is not speech and other.handle.done():
-                self._finish_speech(other)
+        for other in [s for s in self._speeches.values() if s is not speech and s.handle.done()]:
+            self._finish_speech(other)
         self._skip_segmentless(speech)
-        if speech.queue:
-            msg = speech.queue.popleft()
-        else:
-            msg = self._new_message(speech, None, EMPTY_METADATA, speech.source)
+        item = (
+            speech.queue.popleft()
+            if speech.queue
+            else self._announced(speech, None, EMPTY_METADATA, speech.source)
+        )
         if has_audio:
-            self._name(msg)
-            self._unreleased.append(msg)
+            followed = speech.reporter.wants_progress()
+            playhead = Playhead(followed=followed, words=followed and words, paused_at=paused_at)
+            msg = self._message(speech, item, State.BOUND, playhead)
+            self._order.append(msg)
         else:
-            self._skip(msg)
+            msg = self._skip(speech, item)
         self._skip_segmentless(speech)
         return msg
 
-    def message_started(self, msg: Message, created_at: float) -> None:
+    def segment_started(self, msg: Message, created_at: float) -> None:
         """The sink started playing ``msg``'s segment at ``created_at``."""
-        if msg.started_at is not None or msg.finished is not None:
-            return
-        assert msg.message_id is not None
-        msg.started_at = created_at
-        msg.pending_started = MessagePlaybackStarted(
-            message_id=msg.message_id,
-            speech_id=msg.speech.handle.id,
-            index=msg.index,
-            source=msg.source,
-            metadata=msg.metadata,
-            started_at=created_at,
-        )
-        self._release()
+        if msg.state is State.BOUND:
+            self._start(msg, created_at, estimated=False)
+            self._release()
 
-    def message_finished(
+    def segment_finished(
         self, msg: Message, position: float, *, interrupted: bool, transcript: str | None
     ) -> None:
-        """The sink ended ``msg``'s segment (a late report after the speech ended is ignored)."""
-        if msg.finished is not None:
+        """The sink ended ``msg``'s segment after ``position`` seconds of it played.
+
+        A segment that played (position above zero) was heard even if the sink never
+        reported its start: the message then starts now, at an estimated time. A late
+        report after the message ended is ignored.
+        """
+        if msg.state in (State.FINISHED, State.SKIPPED):
             return
-        played: Played
-        if msg.started_at is None:
-            played, position = "skipped", 0.0
-            interrupted = interrupted or msg.speech.handle.interrupted
-        elif interrupted or msg.truncated:
-            played = "partial"
-        else:
-            played = "full"
-        msg.finished = self._finished_event(msg, played, interrupted, position, transcript)
+        now = time.time()
+        position = max(0.0, float(position))
+        if msg.state is State.BOUND:
+            if position <= 0:
+                msg.state = State.SKIPPED
+                msg.to_finish = self._finished_event(msg, "skipped", None, 0.0, None, now)
+                self._release()
+                return
+            self._start(msg, max(msg.bound_at, now - position), estimated=True)
+        played: Played = "partial" if interrupted or msg.truncated else "full"
+        msg.state = State.FINISHED
+        msg.to_finish = self._finished_event(msg, played, interrupted, position, transcript, now)
         self._release()
 
-    # -- live progress ----------------------------------------------------------------------
+    def segment_refused(self, msg: Message) -> None:
+        """The sink refused ``msg``'s first frame: none of it will play."""
+        self.segment_finished(msg, 0.0, interrupted=False, transcript=None)
 
-    @staticmethod
-    def playing(msg: Message) -> bool:
-        """Whether ``msg``'s started event is released and its finished event is not."""
-        return msg.started_at is not None and msg.pending_started is None and msg.finished is None
+    def truncated(self, msg: Message) -> None:
+        """The source of ``msg``'s audio was cut short (the TTS failed mid-message)."""
+        msg.truncated = True
 
-    def playing_message(self) -> Message | None:
+    # -- the output: live progress ----------------------------------------------------------
+
+    def pushed(self, msg: Message, seconds: float) -> None:
+        """``seconds`` more of ``msg``'s audio were handed to the sink."""
+        if msg.playhead is not None:
+            msg.playhead.pushed += seconds
+
+    def run_played(self, msg: Message, started_at: float, duration: float, now: float) -> None:
+        """The sink reports a run of ``msg``'s audio that played."""
+        if msg.playhead is not None:
+            msg.playhead.run_played(started_at, duration, now)
+            self._progressed(msg, now)
+
+    def paused(self, msg: Message, now: float) -> None:
+        """The output was paused while ``msg``'s segment was open."""
+        if msg.playhead is not None:
+            msg.playhead.pause(now)
+            self._progressed(msg, now)
+
+    def resumed(self, msg: Message, now: float) -> None:
+        """The output was resumed while ``msg``'s segment was open."""
+        if msg.playhead is not None:
+            msg.playhead.resume(now)
+            self._progressed(msg, now)
+
+    def cleared(self, msg: Message, now: float) -> None:
+        """The output was cleared (an interruption): ``msg`` plays no further."""
+        if msg.playhead is not None:
+            msg.playhead.stop(now)
+
+    def word_shown(self, msg: Message, text: str, now: float) -> None:
+        """livekit's transcription synchronizer showed a word of ``msg``."""
+        playhead = msg.playhead
+        if msg.state is State.STARTED and playhead is not None and playhead.heard_text is not None:
+            playhead.heard_text += text
+            self._progressed(msg, now)
+
+    def tick(self, reporter: Reporter, now: float) -> None:
+        """Release a progress event for the message playing now, if ``reporter``'s."""
+        msg = self.playing()
+        if msg is not None and msg.speech.reporter is reporter:
+            self._progressed(msg, now)
+
+    def playing(self) -> Message | None:
         """The message playing now, as the released events tell it, if any."""
-        if self._unreleased:
-            head = self._unreleased[0]
-            if self.playing(head):
+        if self._order:
+            head = self._order[0]
+            if head.started_out and head.state is State.STARTED:
                 return head
         return None
 
-    def progressed(self, msg: Message, now: float) -> None:
-        """``msg`` played on or a word of it was shown: release its progress event.
-
-        Only while it plays (its started event is out, its finished event is not), only if
-        progress was wanted when its audio began; dropped otherwise.
-        """
-        playhead = msg.playhead
-        if playhead is None or not playhead.measured or not self._progress:
-            return
-        if self.playing(msg):
-            self._on_event(self.progress(msg, now))
-
     def progress(self, msg: Message, now: float) -> MessagePlaybackProgressed:
         """``msg``'s progress observed at ``now`` (its position never goes backwards)."""
-        assert msg.message_id is not None
         playhead = msg.playhead
         return MessagePlaybackProgressed(
             message_id=msg.message_id,
@@ -284,17 +385,43 @@ class Ledger:
             at=now,
         )
 
-    def stop_progress(self) -> None:
-        """Send no more progress events (started and finished events go on)."""
-        self._progress = False
-
     # -- internals --------------------------------------------------------------------------
 
-    def _new_message(
+    def _announced(
         self, speech: Speech, message_id: str | None, metadata: Mapping[str, Any], source: Source
-    ) -> Message:
-        msg = Message(speech, speech.next_index, message_id, metadata, source)
+    ) -> Announced:
+        item = Announced(speech.next_index, message_id, metadata, source)
         speech.next_index += 1
+        return item
+
+    def _message(
+        self, speech: Speech, item: Announced, state: State, playhead: Playhead | None
+    ) -> Message:
+        message_id, metadata = item.message_id, item.metadata
+        if message_id is None:
+            if speech.label is not None and not speech.label_used:
+                speech.label_used = True
+                message_id, metadata = speech.label
+            else:
+                speech.auto_named = True
+                message_id = auto_message_id(speech.handle.id, item.index)
+        speech.unreleased += 1
+        return Message(
+            speech=speech,
+            index=item.index,
+            message_id=message_id,
+            metadata=metadata,
+            source=item.source,
+            state=state,
+            bound_at=time.time(),
+            playhead=playhead,
+        )
+
+    def _skip(self, speech: Speech, item: Announced) -> Message:
+        msg = self._message(speech, item, State.SKIPPED, None)
+        msg.to_finish = self._finished_event(msg, "skipped", None, 0.0, None, time.time())
+        self._order.append(msg)
+        self._release()
         return msg
 
     def _skip_segmentless(self, speech: Speech) -> None:
@@ -304,32 +431,33 @@ class Ledger:
         if not speech.handle.scheduled:
             return
         while speech.queue and not speech.queue[0].has_segment:
-            self._skip(speech.queue.popleft())
+            self._skip(speech, speech.queue.popleft())
 
-    def _name(self, msg: Message) -> None:
-        if msg.message_id is not None:
-            return
-        speech = msg.speech
-        if speech.label is not None and not speech.label_used:
-            speech.label_used = True
-            msg.message_id, msg.metadata = speech.label
-        else:
-            speech.auto_named = True
-            msg.message_id = auto_message_id(speech.handle.id, msg.index)
-
-    def _skip(self, msg: Message) -> None:
-        self._name(msg)
-        msg.finished = self._finished_event(
-            msg, "skipped", msg.speech.handle.interrupted, 0.0, None
+    def _start(self, msg: Message, started_at: float, *, estimated: bool) -> None:
+        msg.state = State.STARTED
+        msg.started_at = started_at
+        msg.started_at_estimated = estimated
+        if msg.playhead is not None:
+            msg.playhead.started(started_at)
+        msg.to_start = MessagePlaybackStarted(
+            message_id=msg.message_id,
+            speech_id=msg.speech.handle.id,
+            index=msg.index,
+            source=msg.source,
+            metadata=msg.metadata,
+            started_at=started_at,
+            started_at_estimated=estimated,
         )
-        self._unreleased.append(msg)
-        self._release()
 
     @staticmethod
     def _finished_event(
-        msg: Message, played: Played, interrupted: bool, position: float, transcript: str | None
+        msg: Message,
+        played: Played,
+        interrupted: bool | None,
+        position: float,
+        transcript: str | None,
+        now: float,
     ) -> MessagePlaybackFinished:
-        assert msg.message_id is not None
         return MessagePlaybackFinished(
             message_id=msg.message_id,
             speech_id=msg.speech.handle.id,
@@ -337,25 +465,45 @@ class Ledger:
             source=msg.source,
             metadata=msg.metadata,
             played=played,
-            interrupted=interrupted,
-            playback_position=max(0.0, float(position)),
+            # a skipped message's follows its speech
+            interrupted=msg.speech.handle.interrupted if interrupted is None else interrupted,
+            playback_position=position,
             transcript=transcript,
             started_at=msg.started_at,
-            finished_at=time.time(),
+            finished_at=now,
+            started_at_estimated=msg.started_at_estimated,
         )
+
+    def _progressed(self, msg: Message, now: float) -> None:
+        # only while it plays (its started event is out, its finished event is not), only
+        # if its progress is followed
+        if msg.followed and msg.started_out and msg.state is State.STARTED:
+            msg.speech.reporter.progressed(self.progress(msg, now))
 
     def _release(self) -> None:
         # Events leave strictly in playback order: a message's started event only once every
         # earlier message has finished, its finished event right after.
-        while self._unreleased:
-            head = self._unreleased[0]
-            if head.pending_started is not None:
-                started, head.pending_started = head.pending_started, None
-                self._on_event(started)
-            if head.finished is None:
-                return
-            self._unreleased.popleft()
-            self._on_event(head.finished)
+        if self._releasing:
+            return  # a reporter's callback made another event: this loop releases it
+        self._releasing = True
+        try:
+            while self._order:
+                head = self._order[0]
+                if head.to_start is not None:
+                    started, head.to_start = head.to_start, None
+                    head.started_out = True
+                    head.speech.reporter.started(started)
+                finished = head.to_finish
+                if finished is None:
+                    return
+                self._order.popleft()
+                head.speech.reporter.finished(finished)
+                speech = head.speech
+                speech.unreleased -= 1
+                if speech.over and not speech.unreleased:
+                    speech.reporter.speech_reported()
+        finally:
+            self._releasing = False
 
     def _on_speech_done(self, handle: SpeechHandle) -> None:
         speech = self._speeches.get(handle.id)
@@ -368,31 +516,22 @@ class Ledger:
             del _reporting[speech.handle]
         speech.handle.remove_done_callback(self._on_speech_done)
         if speech.handle.scheduled:
-            self._report_unfinished(speech)
+            self._end_unfinished(speech)
         # else: a discarded (preemptive) generation; nothing was ever going to play
-        self._check_idle()
+        speech.over = True
+        if not speech.unreleased:
+            speech.reporter.speech_reported()
 
-    def _report_unfinished(self, speech: Speech) -> None:
-        for msg in list(self._unreleased):
-            if msg.speech is speech and msg.finished is None:
+    def _end_unfinished(self, speech: Speech) -> None:
+        now = time.time()
+        for msg in [m for m in self._order if m.speech is speech]:
+            if msg.state in (State.BOUND, State.STARTED):
                 # the sink never reported the end of this segment
-                self.message_finished(
-                    msg, _estimated_position(msg), interrupted=True, transcript=None
-                )
+                played = 0.0 if msg.started_at is None else max(0.0, now - msg.started_at)
+                self.segment_finished(msg, played, interrupted=True, transcript=None)
         while speech.queue:
-            self._skip(speech.queue.popleft())
+            self._skip(speech, speech.queue.popleft())
         if speech.label is not None and not speech.label_used and speech.next_index == 0:
             # The app named a message no audio ever came for (e.g. a say() whose TTS produced
             # nothing): report it as skipped, so a wait_for() on that id learns its fate.
-            self._skip(self._new_message(speech, None, EMPTY_METADATA, speech.source))
-
-    def _check_idle(self) -> None:
-        if self._on_idle is not None and not self._speeches:
-            on_idle, self._on_idle = self._on_idle, None
-            on_idle()
-
-
-def _estimated_position(msg: Message) -> float:
-    if msg.started_at is None:
-        return 0.0
-    return max(0.0, time.time() - msg.started_at)
+            self._skip(speech, self._announced(speech, None, EMPTY_METADATA, speech.source))

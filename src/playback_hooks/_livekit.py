@@ -12,7 +12,6 @@ from __future__ import annotations
 from contextvars import ContextVar
 from typing import Any
 
-from livekit import rtc
 from livekit.agents import AgentSession
 from livekit.agents.llm import ChatChunk, LLMStream
 from livekit.agents.voice import agent_activity as _agent_activity
@@ -20,18 +19,18 @@ from livekit.agents.voice import io as _io
 from livekit.agents.voice.io import (
     AgentOutput,
     AudioOutput,
-    AudioOutputCapabilities,
     PlaybackFinishedEvent,
-    PlaybackStartedEvent,
 )
 from livekit.agents.voice.speech_handle import SpeechHandle
 from livekit.agents.voice.transcription import synchronizer as _synchronizer
 from opentelemetry import context as otel_context
 
 __all__ = [
-    "TransparentOutput",
     "current_speech",
+    "forward_input_truncated",
     "install_quietly",
+    "is_capture_cancelled",
+    "pass_cancelled_up",
     "send_chat_chunk",
     "session_started",
     "speech_context",
@@ -81,100 +80,31 @@ def session_started(session: AgentSession[Any]) -> bool:
     return bool(getattr(session, "_started", False))
 
 
-class TransparentOutput(AudioOutput):
-    """An ``AudioOutput`` on top of ``below`` that forwards every call and every report.
+def is_capture_cancelled(ev: PlaybackFinishedEvent) -> bool:
+    """Whether ``ev`` reports a capture a remote sink cancelled before accepting audio."""
+    return _CaptureCancelledEvent is not None and isinstance(ev, _CaptureCancelledEvent)
 
-    Unlike a plain wrapper, it does not make livekit put its swap proxy under it when
-    ``below`` is a bare sink (livekit's constructor does that for any wrapper, in every
-    1.8.x release): the chain below is exactly what it was without it, and
-    ``replace_audio_tail()`` does what it did. It listens to ``below``'s reports through
-    the public events and hands them to ``_below_started`` / ``_below_finished`` /
-    ``_below_progressed``, which subclasses override; ``unlink()`` stops listening.
+
+def pass_cancelled_up(output: AudioOutput, ev: PlaybackFinishedEvent) -> None:
+    """Hand a cancelled capture up the way livekit's wrappers do (it counts as finished).
+
+    ``AudioOutput._dispatch_playback_finished``: 1.8.9, the only release with cancelled
+    captures, so never called on the others.
     """
+    AudioOutput._dispatch_playback_finished(output, ev)
 
-    def __init__(self, below: AudioOutput, *, label: str) -> None:
-        super().__init__(
-            label=label,
-            capabilities=AudioOutputCapabilities(pause=True),
-            next_in_chain=None,
-            sample_rate=None,
-        )
-        self._below = below
-        below.on("playback_started", self._below_started)
-        below.on("playback_finished", self._on_below_finished)
-        below.on("playback_progressed", self._below_progressed)
 
-    @property
-    def next_in_chain(self) -> AudioOutput:
-        return self._below
+def forward_input_truncated(below: AudioOutput) -> None:
+    """Tell ``below`` the segment about to be flushed was cut short by its source.
 
-    @property
-    def sample_rate(self) -> int | None:
-        return self._below.sample_rate
-
-    def unlink(self) -> None:
-        """Stop listening to the output below (it keeps whatever else listens to it)."""
-        self._below.off("playback_started", self._below_started)
-        self._below.off("playback_finished", self._on_below_finished)
-        self._below.off("playback_progressed", self._below_progressed)
-
-    async def capture_frame(self, frame: rtc.AudioFrame) -> None:
-        await super().capture_frame(frame)
-        await self._below.capture_frame(frame)
-
-    def flush(self) -> None:
-        super().flush()
-        self._below.flush()
-
-    def clear_buffer(self) -> None:
-        self._below.clear_buffer()
-
-    def _mark_input_truncated(self) -> None:
-        # livekit (1.8.6 - 1.8.9) calls this on the top output just before flush() when the
-        # TTS failed mid-segment, and counts the segment as partial. 1.8.0 - 1.8.5 never
-        # call it: there such a message ends as the sink reports it (usually "full", with
-        # the position of the audio that was synthesized).
-        self._input_truncated()
-        forward = getattr(self._below, "_mark_input_truncated", None)
-        if forward is not None:
-            forward()
-
-    def _on_below_finished(self, ev: PlaybackFinishedEvent) -> None:
-        if _CaptureCancelledEvent is not None and isinstance(ev, _CaptureCancelledEvent):
-            self._below_cancelled(ev)
-        else:
-            self._below_finished(ev)
-
-    def _pass_cancelled_up(self, ev: PlaybackFinishedEvent) -> None:
-        """Hand a cancelled capture up the way livekit's wrappers do (it counts as finished).
-
-        ``AudioOutput._dispatch_playback_finished``: 1.8.9, the only release with cancelled
-        captures, so never called on the others.
-        """
-        AudioOutput._dispatch_playback_finished(self, ev)
-
-    # -- for subclasses ---------------------------------------------------------------------
-
-    def _below_started(self, ev: PlaybackStartedEvent) -> None:
-        self.on_playback_started(created_at=ev.created_at)
-
-    def _below_finished(self, ev: PlaybackFinishedEvent) -> None:
-        self.on_playback_finished(
-            playback_position=ev.playback_position,
-            interrupted=ev.interrupted,
-            synchronized_transcript=ev.synchronized_transcript,
-        )
-
-    def _below_cancelled(self, ev: PlaybackFinishedEvent) -> None:
-        self._pass_cancelled_up(ev)
-
-    def _below_progressed(self, ev: Any) -> None:
-        self.on_playback_progressed(
-            started_at=ev.started_at, offset=ev.offset, duration=ev.duration
-        )
-
-    def _input_truncated(self) -> None:
-        """The source of the segment being captured was cut short (TTS error)."""
+    ``AudioOutput._mark_input_truncated``: 1.8.6 - 1.8.9, which call it on the top output
+    just before ``flush()`` when the TTS failed mid-segment and count the segment as
+    partial. 1.8.0 - 1.8.5 never call it: there such a message ends as the sink reports it
+    (usually ``"full"``, with the position of the audio that was synthesized).
+    """
+    forward = getattr(below, "_mark_input_truncated", None)
+    if forward is not None:
+        forward()
 
 
 def speech_trace_context(handle: SpeechHandle) -> otel_context.Context | None:

@@ -6,9 +6,12 @@ import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-__all__ = ["guarded", "logger"]
+__all__ = ["LABEL", "guarded", "logger"]
 
-logger = logging.getLogger("playback_hooks")
+LABEL = "playback_hooks"
+"""The package's name where livekit shows it: its logger, and its outputs' ``label``."""
+
+logger = logging.getLogger(LABEL)
 
 _T = TypeVar("_T")
 

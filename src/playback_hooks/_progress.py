@@ -30,9 +30,9 @@ class Playhead:
     """The live position of one segment's audio, and the text shown of it so far.
 
     Attributes:
-        measured: Progress events are wanted for this message (decided when its first frame
+        followed: Progress events are wanted for this message (decided when its first frame
             was forwarded); only then are its frames counted and its words kept.
-        pushed: Seconds of audio handed below for the segment (0 while not ``measured``).
+        pushed: Seconds of audio handed below for the segment (0 while not ``followed``).
         heard_text: The words shown so far, None when words are not followed.
     """
 
@@ -44,13 +44,13 @@ class Playhead:
         "_played",
         "_started_at",
         "_stopped_at",
+        "followed",
         "heard_text",
-        "measured",
         "pushed",
     )
 
-    def __init__(self, *, measured: bool, words: bool, paused_at: float | None) -> None:
-        self.measured = measured
+    def __init__(self, *, followed: bool, words: bool, paused_at: float | None) -> None:
+        self.followed = followed
         self.pushed = 0.0
         self.heard_text: str | None = "" if words else None
         self._started_at: float | None = None
@@ -103,7 +103,7 @@ class Playhead:
         end = now if self._stopped_at is None else min(now, self._stopped_at)
         clock = max(0.0, end - self._anchor - self._paused_between(self._anchor, end))
         position = self._played + clock
-        if self.measured:
+        if self.followed:
             position = min(position, max(self.pushed, self._played))
         if position > self._last:
             self._last = position

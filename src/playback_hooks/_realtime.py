@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import weakref
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from typing import Any, TypeVar
 
-from livekit.agents import AgentSession, llm
+from livekit.agents import Agent, AgentSession, llm
 from livekit.agents.utils import is_given
 
 from . import _livekit
-from ._ledger import Ledger, Message
+from ._ledger import Announced, Ledger
+from ._listeners import listener
 from ._log import guarded
 from .events import EMPTY_METADATA
 
@@ -40,19 +42,20 @@ class RealtimeTaps:
         self._sessions: weakref.WeakSet[llm.RealtimeSession[Any]] = weakref.WeakSet()
         self._watch: asyncio.Task[None] | None = None
         self._closed = False
+        self._on_generation = listener(self._on_generation_created)
 
-    def tap_current_agent(self) -> None:
-        """Tap the current agent's realtime session, if it has one not tapped yet."""
+    def tap(self, agent: Agent) -> None:
+        """Tap ``agent``'s realtime session, if it has one not tapped yet."""
         if self._closed:
             return
         try:
-            rt_session = self._session.current_agent.realtime_llm_session
+            rt_session = agent.realtime_llm_session
         except RuntimeError:
-            return  # no agent running, or not a realtime agent
+            return  # not a realtime agent, or its activity is not running
         if rt_session in self._sessions:
             return
         self._sessions.add(rt_session)
-        rt_session.on("generation_created", self._on_generation_created)
+        rt_session.on("generation_created", self._on_generation)
 
     def watch_handoff(self) -> None:
         """After a handoff, tap the new agent's realtime session as soon as it exists."""
@@ -67,7 +70,8 @@ class RealtimeTaps:
         deadline = loop.time() + _HANDOFF_WATCH_SECONDS
         known = set(self._sessions)
         while loop.time() < deadline and not self._closed:
-            self.tap_current_agent()
+            with contextlib.suppress(RuntimeError):  # no agent running yet
+                self.tap(self._session.current_agent)
             if set(self._sessions) - known or not self._uses_realtime_model():
                 return
             await asyncio.sleep(_HANDOFF_POLL_SECONDS)
@@ -86,7 +90,7 @@ class RealtimeTaps:
         """Untap every session and stop watching."""
         self._closed = True
         for rt_session in list(self._sessions):
-            rt_session.off("generation_created", self._on_generation_created)
+            rt_session.off("generation_created", self._on_generation)
         self._sessions = weakref.WeakSet()
         if self._watch is not None:
             self._watch.cancel()
@@ -99,10 +103,12 @@ class RealtimeTaps:
     async def _messages(
         self, stream: AsyncIterable[llm.MessageGeneration]
     ) -> AsyncIterator[llm.MessageGeneration]:
+        # Announces the items of a reported speech to its end, also after detach(): the
+        # ledger takes announcements for the speeches it reports only.
         async for item in stream:
             handle = _livekit.current_speech()
-            if handle is not None and not self._closed:
-                msg = guarded(
+            if handle is not None:
+                queued = guarded(
                     self._ledger.announce,
                     handle,
                     item.message_id,
@@ -110,10 +116,10 @@ class RealtimeTaps:
                     "realtime",
                     has_segment=True,
                 )
-                if msg is not None:
+                if queued is not None:
 
-                    def begins(handle: Any = handle, msg: Message = msg) -> None:
-                        guarded(self._ledger.item_begins, handle, msg)
+                    def begins(handle: Any = handle, queued: Announced = queued) -> None:
+                        guarded(self._ledger.item_begins, handle, queued)
 
                     item.audio_stream = _on_first_pull(item.audio_stream, begins)
                     item.text_stream = _on_first_pull(item.text_stream, begins)

@@ -40,7 +40,12 @@ class MessagePlaybackStarted:
         source: ``"llm"``, ``"realtime"`` or ``"say"``.
         metadata: The read-only metadata the application attached (empty when none).
         started_at: The sink's own ``playback_started.created_at`` for the message's first
-            frame, on the ``time.time()`` clock.
+            frame, on the ``time.time()`` clock; an estimate when ``started_at_estimated``.
+        started_at_estimated: True when the sink never reported the start of the message's
+            audio but reported it played (some remote sinks lose that report): the message
+            was heard, and ``started_at`` is then the sink's end of playback minus the
+            position it reported, never earlier than the moment its first frame was handed
+            over. False (the sink's own time) otherwise.
     """
 
     message_id: str
@@ -49,6 +54,7 @@ class MessagePlaybackStarted:
     source: Source
     metadata: Mapping[str, Any]
     started_at: float
+    started_at_estimated: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +77,8 @@ class MessagePlaybackFinished:
             provides one (e.g. livekit's transcription synchronizer), else None.
         started_at: The ``started_at`` of the started event, None if it never started.
         finished_at: When the sink reported the end of the message (``time.time()``).
+        started_at_estimated: The ``started_at_estimated`` of the started event (False if
+            it never started).
     """
 
     message_id: str
@@ -84,6 +92,7 @@ class MessagePlaybackFinished:
     transcript: str | None
     started_at: float | None
     finished_at: float
+    started_at_estimated: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
-from types import MappingProxyType
 from typing import Any, TypeVar
 
 from livekit.agents import Agent
@@ -14,11 +13,11 @@ from livekit.agents.types import FlushSentinel
 
 from . import _livekit
 from ._ledger import ledger_for
-from ._log import guarded
+from ._log import guarded, logger
 from .events import EMPTY_METADATA
 from .ids import check_message_id, check_metadata
 
-__all__ = ["MessageBoundary", "track_messages"]
+__all__ = ["MessageBoundary", "UntrackedNodes", "track_messages"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -46,10 +45,8 @@ class MessageBoundary(FlushSentinel):
     __slots__ = ("_id", "_metadata")
 
     def __init__(self, id: str, *, metadata: Mapping[str, Any] | None = None) -> None:
-        self._id = check_message_id(id, "MessageBoundary", "id")
-        self._metadata: Mapping[str, Any] = MappingProxyType(
-            dict(check_metadata(metadata, "MessageBoundary"))
-        )
+        self._id = check_message_id(id, "MessageBoundary", "id", given=True)
+        self._metadata = check_metadata(metadata, "MessageBoundary")
 
     @property
     def id(self) -> str:
@@ -85,22 +82,24 @@ def track_messages(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        result = fn(*args, **kwargs)
-        if inspect.iscoroutine(result):
-            return _await_then_track(result)
-        if isinstance(result, AsyncIterable):
-            return _track(result)
-        return result
+        return _wrap_stream(fn(*args, **kwargs), _track)
 
     setattr(wrapper, TRACKED_ATTR, True)
     return wrapper  # type: ignore[return-value]
 
 
-async def _await_then_track(coro: Any) -> Any:
-    result = await coro
+def _wrap_stream(result: Any, wrap: Callable[[AsyncIterable[Any]], Any]) -> Any:
+    """What an ``llm_node`` returned, with its stream (direct or awaited) passed to ``wrap``."""
+    if inspect.iscoroutine(result):
+        return _await_then_wrap(result, wrap)
     if isinstance(result, AsyncIterable):
-        return _track(result)
+        return wrap(result)
     return result
+
+
+async def _await_then_wrap(coro: Any, wrap: Callable[[AsyncIterable[Any]], Any]) -> Any:
+    result = await coro
+    return wrap(result) if isinstance(result, AsyncIterable) else result
 
 
 def _has_text(chunk: Any) -> bool:
@@ -125,12 +124,7 @@ async def _track(stream: AsyncIterable[Any]) -> AsyncIterator[Any]:
     pending: MessageBoundary | None = None  # marker waiting for its first text
     in_segment = False
     try:
-        while True:
-            try:
-                chunk = await iterator.__anext__()
-            except StopAsyncIteration:
-                break
-
+        async for chunk in iterator:
             if isinstance(chunk, MessageBoundary):
                 if pending is not None:
                     # a marker followed by another: its message gets no segment
@@ -150,58 +144,75 @@ async def _track(stream: AsyncIterable[Any]) -> AsyncIterator[Any]:
     finally:
         if pending is not None:
             announce(pending.id, pending.metadata, has_segment=False)
-        aclose = getattr(iterator, "aclose", None)
-        if aclose is not None:
-            await aclose()
+        await _close(iterator)
 
 
-def watch_untracked(agent: Agent, on_marker: Callable[[Agent], None]) -> Callable[[], None] | None:
-    """Watch an agent whose ``llm_node`` lacks ``@track_messages`` for yielded markers.
+async def _close(iterator: AsyncIterator[Any]) -> None:
+    # an async generator left early (livekit cancelled the node) is closed at once, not at
+    # garbage collection
+    aclose = getattr(iterator, "aclose", None)
+    if aclose is not None:
+        await aclose()
+
+
+class UntrackedNodes:
+    """Warns, once per agent class, when an ``llm_node`` without ``@track_messages`` yields
+    ``MessageBoundary`` markers.
 
     Such markers still split the audio (they are ``FlushSentinel``s), but their ids are
-    lost; ``on_marker(agent)`` is called for each one so the tracker can say so. The watch
-    is an instance attribute shadowing the method, passing every chunk through unchanged.
-    Returns a function that removes it, or None when there is nothing to watch.
+    lost. Each agent watched gets an instance attribute shadowing its ``llm_node`` that
+    passes every chunk through unchanged; ``close()`` removes them all.
     """
-    node = type(agent).llm_node
-    if getattr(node, TRACKED_ATTR, False) or "llm_node" in vars(agent):
-        return None
-    bound = agent.llm_node
 
-    def watched(*args: Any, **kwargs: Any) -> Any:
-        result = bound(*args, **kwargs)
-        if inspect.iscoroutine(result):
-            return _await_then_watch(result, agent, on_marker)
-        if isinstance(result, AsyncIterable):
-            return _watch(result, agent, on_marker)
-        return result
+    def __init__(self) -> None:
+        self._unwatch: dict[int, Callable[[], None]] = {}
+        self._warned: set[type[Agent]] = set()
 
-    agent.llm_node = watched  # type: ignore[method-assign]
+    def watch(self, agent: Agent) -> None:
+        """Watch ``agent``'s ``llm_node``, unless it is tracked or already watched."""
+        if id(agent) in self._unwatch:
+            return
+        node = type(agent).llm_node
+        if getattr(node, TRACKED_ATTR, False) or "llm_node" in vars(agent):
+            return
+        bound = agent.llm_node
 
-    def unwatch() -> None:
-        if vars(agent).get("llm_node") is watched:
-            del agent.llm_node
+        def watched(*args: Any, **kwargs: Any) -> Any:
+            return _wrap_stream(bound(*args, **kwargs), lambda s: self._watch(s, agent))
 
-    return unwatch
+        agent.llm_node = watched  # type: ignore[method-assign]
 
+        def unwatch() -> None:
+            if vars(agent).get("llm_node") is watched:
+                del agent.llm_node
 
-async def _await_then_watch(coro: Any, agent: Agent, on_marker: Callable[[Agent], None]) -> Any:
-    result = await coro
-    if isinstance(result, AsyncIterable):
-        return _watch(result, agent, on_marker)
-    return result
+        self._unwatch[id(agent)] = unwatch
 
+    def close(self) -> None:
+        """Stop watching every agent."""
+        for unwatch in self._unwatch.values():
+            unwatch()
+        self._unwatch.clear()
 
-async def _watch(
-    stream: AsyncIterable[Any], agent: Agent, on_marker: Callable[[Agent], None]
-) -> AsyncIterator[Any]:
-    iterator = stream.__aiter__()
-    try:
-        async for chunk in iterator:
-            if isinstance(chunk, MessageBoundary):
-                on_marker(agent)
-            yield chunk
-    finally:
-        aclose = getattr(iterator, "aclose", None)
-        if aclose is not None:
-            await aclose()
+    async def _watch(self, stream: AsyncIterable[Any], agent: Agent) -> AsyncIterator[Any]:
+        iterator = stream.__aiter__()
+        try:
+            async for chunk in iterator:
+                if isinstance(chunk, MessageBoundary):
+                    self._warn(type(agent))
+                yield chunk
+        finally:
+            await _close(iterator)
+
+    def _warn(self, agent_type: type[Agent]) -> None:
+        if agent_type in self._warned:
+            return
+        self._warned.add(agent_type)
+        name = agent_type.__qualname__
+        logger.warning(
+            "%s.llm_node yields MessageBoundary markers but is not decorated with "
+            "@playback_hooks.track_messages; the markers only split the audio and the "
+            "messages get automatic ids",
+            name,
+            extra={"playback_hooks.agent": name},
+        )

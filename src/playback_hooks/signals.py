@@ -16,6 +16,7 @@ from .events import (
     MessagePlaybackProgressed,
     MessagePlaybackStarted,
 )
+from .ids import check_message_id, check_session
 
 __all__ = [
     "disconnect",
@@ -59,14 +60,16 @@ class _OrderedSignal(NamedSignal):
     set_class = _OrderedSet  # type: ignore[assignment]  # blinker annotates it type[set]
 
 
-def _signal(name: str, doc: str) -> Signal:
-    signal = _namespace[name] = _OrderedSignal(name, doc)
-    return signal
+class _Namespace(Namespace):
+    """The package's own signals (Flask's idiom), each calling receivers in connect order."""
+
+    def signal(self, name: str, doc: str | None = None) -> NamedSignal:
+        return self.setdefault(name, _OrderedSignal(name, doc))
 
 
-_namespace = Namespace()
+_signals = _Namespace()
 
-message_playback_started: Signal = _signal(
+message_playback_started: Signal = _signals.signal(
     "message_playback_started",
     """A message's first frame reached the sink.
 
@@ -76,7 +79,7 @@ message_playback_started: Signal = _signal(
     were connected.
     """,
 )
-message_playback_finished: Signal = _signal(
+message_playback_finished: Signal = _signals.signal(
     "message_playback_finished",
     """A message's playback ended (full, partial or skipped).
 
@@ -86,7 +89,7 @@ message_playback_finished: Signal = _signal(
     """,
 )
 
-message_playback_progressed: Signal = _signal(
+message_playback_progressed: Signal = _signals.signal(
     "message_playback_progressed",
     """A playing message's live progress: seconds heard, words shown, paused or not.
 
@@ -146,14 +149,24 @@ class _Registry:
 
 _registry = _Registry()
 
-# Receivers of cancel_on_partial handlers: the dispatcher cancels their tasks when the
-# message they started for is not heard in full.
-_following: set[Callable[..., Any]] = set()
+# Receivers of async decorator handlers: calling one only creates the handler's coroutine.
+_async_receivers: set[Callable[..., Any]] = set()
+# Receivers of cancel_on_partial handlers: their tasks are cancelled when the message they
+# started for is not heard in full.
+_cancel_on_partial: set[Callable[..., Any]] = set()
 
 
-def follows_message(receiver: Callable[..., Any]) -> bool:
+def starts_task(receiver: Callable[..., Any]) -> bool:
+    """Whether calling ``receiver`` only makes a coroutine (an ``async def`` handler).
+
+    Such a receiver runs no handler code when called, so its task can be created at once.
+    """
+    return receiver in _async_receivers or inspect.iscoroutinefunction(receiver)
+
+
+def cancels_on_partial(receiver: Callable[..., Any]) -> bool:
     """Whether ``receiver``'s task is to be cancelled if its message is not heard in full."""
-    return receiver in _following
+    return receiver in _cancel_on_partial
 
 
 def has_receivers(signal: Signal, sender: object) -> bool:
@@ -171,19 +184,12 @@ def handler_name(receiver: Callable[..., Any]) -> str:
 
 
 def _check_filters(
-    decorator: str, session: object, message_id: object, cancel_on_partial: object = False
+    decorator: str, session: object, message_id: object, cancel_on_partial: object
 ) -> None:
-    if session is not None and not isinstance(session, AgentSession):
-        raise TypeError(
-            f"{decorator}: session must be an AgentSession, got {type(session).__name__}"
-        )
+    if session is not None:
+        check_session(session, decorator)
     if message_id is not None:
-        if not isinstance(message_id, str):
-            raise TypeError(
-                f"{decorator}: message_id must be a str, got {type(message_id).__name__}"
-            )
-        if not message_id:
-            raise ValueError(f"{decorator}: message_id must not be empty")
+        check_message_id(message_id, decorator, "message_id", given=False)
     if not isinstance(cancel_on_partial, bool):
         raise TypeError(
             f"{decorator}: cancel_on_partial must be a bool, got {type(cancel_on_partial).__name__}"
@@ -211,14 +217,13 @@ def _subscribe(
     fn: HandlerT,
     session: AgentSession[Any] | None,
     message_id: str | None,
-    *,
-    cancel_on_partial: bool = False,
+    cancel_on_partial: bool,
 ) -> HandlerT:
     if not callable(fn):
         raise TypeError(f"{decorator}: the handler must be callable, got {type(fn).__name__}")
-    _check_filters(decorator, session, message_id, cancel_on_partial)
     _check_signature(decorator, fn)
-    if cancel_on_partial and not _is_async(fn):
+    is_async = _is_async(fn)
+    if cancel_on_partial and not is_async:
         raise TypeError(
             f"{decorator}: cancel_on_partial=True needs an async handler (async def); "
             f"{handler_name(fn)} is not one"
@@ -230,12 +235,33 @@ def _subscribe(
         return fn(event)
 
     receiver.__qualname__ = handler_name(fn)
+    if is_async:
+        _async_receivers.add(receiver)
     if cancel_on_partial:
-        _following.add(receiver)
+        _cancel_on_partial.add(receiver)
     # Strong reference: a handler defined inside a function must not silently vanish.
     signal.connect(receiver, sender=ANY if session is None else session, weak=False)
     _registry.add(fn, _Subscription(signal, receiver))
     return fn
+
+
+def _decorator(
+    signal: Signal,
+    decorator: str,
+    fn: HandlerT | None,
+    session: AgentSession[Any] | None,
+    message_id: str | None,
+    cancel_on_partial: bool = False,
+) -> Any:
+    """What the three decorators share: bare use, or filters first and the handler after."""
+    _check_filters(decorator, session, message_id, cancel_on_partial)
+    if fn is not None:
+        return _subscribe(signal, decorator, fn, session, message_id, cancel_on_partial)
+
+    def decorate(f: HandlerT) -> HandlerT:
+        return _subscribe(signal, decorator, f, session, message_id, cancel_on_partial)
+
+    return decorate
 
 
 def _is_async(fn: Callable[..., object]) -> bool:
@@ -281,21 +307,9 @@ def on_message_played(
             for a handler that is not ``async def``.
         ValueError: ``message_id`` is empty.
     """
-    if fn is not None:
-        return _subscribe(message_playback_started, "on_message_played", fn, session, message_id)
-    _check_filters("on_message_played", session, message_id, cancel_on_partial)
-
-    def decorate(f: StartedHandlerT) -> StartedHandlerT:
-        return _subscribe(
-            message_playback_started,
-            "on_message_played",
-            f,
-            session,
-            message_id,
-            cancel_on_partial=cancel_on_partial,
-        )
-
-    return decorate
+    return _decorator(  # type: ignore[no-any-return]
+        message_playback_started, "on_message_played", fn, session, message_id, cancel_on_partial
+    )
 
 
 @overload
@@ -315,14 +329,9 @@ def on_message_finished(
 
     Same forms, handler kinds and errors as ``on_message_played``.
     """
-    if fn is not None:
-        return _subscribe(message_playback_finished, "on_message_finished", fn, session, message_id)
-    _check_filters("on_message_finished", session, message_id)
-
-    def decorate(f: FinishedHandlerT) -> FinishedHandlerT:
-        return _subscribe(message_playback_finished, "on_message_finished", f, session, message_id)
-
-    return decorate
+    return _decorator(  # type: ignore[no-any-return]
+        message_playback_finished, "on_message_finished", fn, session, message_id
+    )
 
 
 @overload
@@ -347,18 +356,9 @@ def on_message_progress(
     ``progress_interval`` seconds if the tracker has one. Connected while a message plays,
     it is served from the next message whose audio begins.
     """
-    if fn is not None:
-        return _subscribe(
-            message_playback_progressed, "on_message_progress", fn, session, message_id
-        )
-    _check_filters("on_message_progress", session, message_id)
-
-    def decorate(f: ProgressHandlerT) -> ProgressHandlerT:
-        return _subscribe(
-            message_playback_progressed, "on_message_progress", f, session, message_id
-        )
-
-    return decorate
+    return _decorator(  # type: ignore[no-any-return]
+        message_playback_progressed, "on_message_progress", fn, session, message_id
+    )
 
 
 def disconnect(fn: Callable[..., object]) -> None:
@@ -379,4 +379,5 @@ def disconnect(fn: Callable[..., object]) -> None:
         raise ValueError(f"disconnect(): handler {handler_name(fn)} is not connected")
     for sub in subscriptions:
         sub.signal.disconnect(sub.receiver)
-        _following.discard(sub.receiver)
+        _async_receivers.discard(sub.receiver)
+        _cancel_on_partial.discard(sub.receiver)

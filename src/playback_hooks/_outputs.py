@@ -1,0 +1,295 @@
+"""The ``AudioOutput`` on top of a session's chain: feeds the ledger from what the sink says.
+
+``TransparentOutput`` forwards every call down and every report up, as if it were not
+there; ``TrackingOutput`` adds the bookkeeping: which segment carries which message, and
+what the sink said about it. One tracking output serves a session's chain for as long as
+any speech may use it, whichever tracker reports that speech (see ``_session``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+
+from livekit import rtc
+from livekit.agents.voice.io import (
+    AudioOutput,
+    AudioOutputCapabilities,
+    PlaybackFinishedEvent,
+    PlaybackProgressedEvent,
+    PlaybackStartedEvent,
+)
+
+from . import _livekit
+from ._ledger import Ledger, Message
+from ._listeners import listener
+from ._log import LABEL, guarded
+from ._words import WordTap
+
+__all__ = ["TrackingOutput", "TransparentOutput"]
+
+
+class TransparentOutput(AudioOutput):
+    """An ``AudioOutput`` on top of ``below`` that forwards every call and every report.
+
+    Unlike a plain wrapper, it does not make livekit put its swap proxy under it when
+    ``below`` is a bare sink (livekit's constructor does that for any wrapper, in every
+    1.8.x release): the chain below is exactly what it was without it, and
+    ``replace_audio_tail()`` does what it did. It listens to ``below``'s reports through
+    the public events and hands them to ``_below_started`` / ``_below_finished`` /
+    ``_below_cancelled`` / ``_below_progressed``, which subclasses extend.
+    """
+
+    def __init__(self, below: AudioOutput, *, label: str) -> None:
+        super().__init__(
+            label=label,
+            capabilities=AudioOutputCapabilities(pause=True),
+            next_in_chain=None,
+            sample_rate=None,
+        )
+        self._below = below
+        below.on("playback_started", listener(lambda ev: self._below_started(ev)))
+        below.on("playback_finished", listener(lambda ev: self._on_below_finished(ev)))
+        below.on("playback_progressed", listener(lambda ev: self._below_progressed(ev)))
+
+    @property
+    def next_in_chain(self) -> AudioOutput:
+        return self._below
+
+    @property
+    def sample_rate(self) -> int | None:
+        return self._below.sample_rate
+
+    async def capture_frame(self, frame: rtc.AudioFrame) -> None:
+        await super().capture_frame(frame)
+        await self._below.capture_frame(frame)
+
+    def flush(self) -> None:
+        super().flush()
+        self._below.flush()
+
+    def clear_buffer(self) -> None:
+        self._below.clear_buffer()
+
+    def _mark_input_truncated(self) -> None:
+        # livekit (1.8.6 - 1.8.9) calls this on the top output just before flush() when the
+        # TTS failed mid-segment; the releases before never call it
+        self._input_truncated()
+        _livekit.forward_input_truncated(self._below)
+
+    def _on_below_finished(self, ev: PlaybackFinishedEvent) -> None:
+        if _livekit.is_capture_cancelled(ev):
+            self._below_cancelled(ev)
+        else:
+            self._below_finished(ev)
+
+    # -- for subclasses ---------------------------------------------------------------------
+
+    def _below_started(self, ev: PlaybackStartedEvent) -> None:
+        self.on_playback_started(created_at=ev.created_at)
+
+    def _below_finished(self, ev: PlaybackFinishedEvent) -> None:
+        self.on_playback_finished(
+            playback_position=ev.playback_position,
+            interrupted=ev.interrupted,
+            synchronized_transcript=ev.synchronized_transcript,
+        )
+
+    def _below_cancelled(self, ev: PlaybackFinishedEvent) -> None:
+        _livekit.pass_cancelled_up(self, ev)
+
+    def _below_progressed(self, ev: PlaybackProgressedEvent) -> None:
+        self.on_playback_progressed(
+            started_at=ev.started_at, offset=ev.offset, duration=ev.duration
+        )
+
+    def _input_truncated(self) -> None:
+        """The source of the segment being captured was cut short (TTS error)."""
+
+
+class TrackingOutput(TransparentOutput):
+    """Forwards everything; tells the ledger which segment is which and what the sink said.
+
+    Each segment is bound, on its first frame (or on a flush with no frame), to the next
+    message of the speech whose task is capturing, if the ledger reports that speech;
+    otherwise it is forwarded and reported up like any other, and nothing else. Reports
+    from below about a segment it never forwarded are not passed up: livekit would count
+    them twice.
+
+    After a segment's first frame, livekit's ``capture_frame`` calls for the rest of the
+    segment reach the output below directly, unless the segment's progress is followed
+    (then each frame's duration is counted on the way, for the position's cap).
+    """
+
+    def __init__(self, ledger: Ledger, below: AudioOutput) -> None:
+        super().__init__(below, label=LABEL)
+        self._ledger = ledger
+        # segments handed below whose end the sink has not reported, oldest first; None
+        # stands for a segment of a speech the ledger does not report
+        self._segments: deque[Message | None] = deque()
+        self._capturing: Message | None = None  # the segment being captured, if ours
+        self._segment_open = False  # a frame of the segment being captured arrived
+        self._paused_at: float | None = None  # the output is paused since then
+        # the words the chain's transcription synchronizer shows, once progress is followed
+        self._synchronizer = _livekit.transcript_synchronizer(below)
+        self._words: WordTap | None = None
+
+    @property
+    def below(self) -> AudioOutput:
+        """The output this one forwards to."""
+        return self._below
+
+    # -- the frame path ---------------------------------------------------------------------
+
+    async def capture_frame(self, frame: rtc.AudioFrame) -> None:
+        if self._segment_open:
+            # only while the segment's audio is counted (its progress is followed)
+            await self._below.capture_frame(frame)
+            if self._capturing is not None:
+                self._ledger.pushed(self._capturing, frame.duration)
+            return
+        self._segment_open = True
+        msg = guarded(self._bind_with_audio)
+        self._capturing = msg
+        self._segments.append(msg)
+        try:
+            await self._below.capture_frame(frame)
+        except BaseException:
+            # The sink refused the segment's first frame, so it will never report this
+            # segment: do not count it (livekit's wait_for_playout() would wait forever)
+            # and end its message here.
+            guarded(self._segment_refused, msg)
+            raise
+        # Counted once the sink accepted the frame, unlike the usual base-first order (the
+        # base class's bookkeeping only: the forwarding is done here).
+        await AudioOutput.capture_frame(self, frame)
+        if msg is not None and msg.followed:
+            self._ledger.pushed(msg, frame.duration)
+        else:
+            # the rest of the segment goes to the output below without passing through here
+            self.__dict__["capture_frame"] = self._below.capture_frame
+
+    def flush(self) -> None:
+        self.__dict__.pop("capture_frame", None)
+        AudioOutput.flush(self)
+        if not self._segment_open:
+            # a segment with no audio (interrupted before its first frame, or a TTS that
+            # produced nothing): its message was never heard
+            guarded(self._ledger.bind_segment, _livekit.current_speech(), has_audio=False)
+        self._segment_open = False
+        self._capturing = None
+        self._below.flush()
+
+    def _bind_with_audio(self) -> Message | None:
+        msg = self._ledger.bind_segment(
+            _livekit.current_speech(),
+            has_audio=True,
+            paused_at=self._paused_at,
+            words=self._synchronizer is not None,
+        )
+        if msg is not None and msg.followed and self._synchronizer is not None:
+            self._words_shown()
+        return msg
+
+    def _words_shown(self) -> None:
+        # the word tap goes in the first time a message's progress is followed, so that
+        # nobody pays for words nobody follows
+        if self._words is not None or self._synchronizer is None:
+            return
+        if not _livekit.text_tap_supported(self._synchronizer):
+            self._synchronizer = None
+            return
+        tap = WordTap(self._ledger, self._synchronizer)
+        _livekit.insert_text_tap(self._synchronizer, tap)
+        self._words = tap
+
+    def remove_word_tap(self) -> None:
+        """Take the word tap out of livekit's text chain, if it is in."""
+        if self._words is not None:
+            self._words.close()
+            _livekit.remove_text_tap(self._words.synchronizer, self._words)
+            self._words = None
+
+    # -- what the sink says -----------------------------------------------------------------
+
+    def _input_truncated(self) -> None:
+        if self._capturing is not None:
+            guarded(self._ledger.truncated, self._capturing)
+
+    def _below_started(self, ev: PlaybackStartedEvent) -> None:
+        if not self._segments:
+            return  # not a segment of ours
+        # The ledger first, then the report goes up to livekit: both queue their callbacks
+        # for the next loop iteration, so the app's handlers are not behind livekit's own
+        # first-frame listener (agent_state_changed -> speaking).
+        msg = self._segments[0]
+        if msg is not None:
+            guarded(self._ledger.segment_started, msg, ev.created_at)
+        if self._words is not None:
+            self._words.follow(msg)
+        super()._below_started(ev)
+
+    def _below_finished(self, ev: PlaybackFinishedEvent) -> None:
+        if not self._segments:
+            return  # not a segment of ours
+        msg = self._segments.popleft()
+        super()._below_finished(ev)
+        if msg is not None:
+            guarded(
+                self._ledger.segment_finished,
+                msg,
+                ev.playback_position,
+                interrupted=ev.interrupted,
+                transcript=ev.synchronized_transcript,
+            )
+
+    def _below_cancelled(self, ev: PlaybackFinishedEvent) -> None:
+        if not self._segments:
+            return
+        msg = self._segments.popleft()
+        super()._below_cancelled(ev)
+        if msg is not None:
+            guarded(self._ledger.segment_finished, msg, 0.0, interrupted=True, transcript=None)
+
+    def _below_progressed(self, ev: PlaybackProgressedEvent) -> None:
+        if not self._segments:
+            return
+        super()._below_progressed(ev)
+        msg = self._segments[0]
+        if msg is not None:
+            guarded(self._ledger.run_played, msg, ev.started_at, ev.duration, time.time())
+
+    def _segment_refused(self, msg: Message | None) -> None:
+        if self._segments and self._segments[-1] is msg:
+            self._segments.pop()
+        self._capturing = None
+        if msg is not None:
+            self._ledger.segment_refused(msg)
+
+    # -- pause, resume, clear ---------------------------------------------------------------
+
+    def clear_buffer(self) -> None:
+        super().clear_buffer()
+        if self._segments:
+            guarded(self._each_segment, self._ledger.cleared)
+
+    def pause(self) -> None:
+        super().pause()
+        # livekit pauses on every VAD inference while the user talks: the first call counts
+        if self._paused_at is None:
+            self._paused_at = time.time()
+            guarded(self._each_segment, self._ledger.paused)
+
+    def resume(self) -> None:
+        super().resume()
+        # livekit also resumes whenever a message's audio starts, paused or not
+        if self._paused_at is not None:
+            self._paused_at = None
+            guarded(self._each_segment, self._ledger.resumed)
+
+    def _each_segment(self, step: Callable[[Message, float], None]) -> None:
+        now = time.time()
+        for msg in list(self._segments):
+            if msg is not None:
+                step(msg, now)
