@@ -3,7 +3,8 @@
 Run through make:
 
     make compat      # every release on the newest Python here, the newest release on each Python
-    make compat-ci   # the oldest and the newest release on the newest Python here
+    make compat-ci   # the oldest and the newest release on the newest Python here, and the
+                     # newest release the package index serves in range if it is not listed
 
 Each (Python, livekit-agents) pair gets its own virtualenv with ``livekit-agents`` and
 ``livekit-plugins-openai`` pinned to the same release. The ``compat_summary`` session
@@ -165,6 +166,61 @@ def _params() -> list[Any]:
 @nox.parametrize(["python", "livekit"], _params())
 def compat(session: nox.Session, livekit: str) -> None:
     """Run pytest with livekit-agents and livekit-plugins-openai pinned to one release."""
+    _run_suite(session, livekit)
+
+
+@nox.session(python=FOUND.get(DEFAULT_PYTHON), reuse_venv=True, tags=["compat-ci"], default=False)
+def compat_newest(session: nox.Session) -> None:
+    """The drift canary: the suite against the newest release in pyproject.toml's range
+    that the package index serves, when it is not in the matrix yet."""
+    newest = _newest_release(session)
+    if newest in LIVEKIT_VERSIONS:
+        session.skip(f"the newest livekit-agents in range, {newest}, is in the matrix already")
+    session.warn(
+        f"livekit-agents {newest} is newer than the matrix: add it to LIVEKIT_VERSIONS "
+        "(noxfile.py) and to the table in docs/compat.md once it passes"
+    )
+    _run_suite(session, newest)
+
+
+def _newest_release(session: nox.Session) -> str:
+    """The newest livekit-agents release the index serves inside pyproject.toml's range."""
+    from packaging.requirements import Requirement
+    from packaging.version import InvalidVersion, Version
+
+    pyproject = nox.project.load_toml(ROOT / "pyproject.toml")
+    (spec,) = [
+        Requirement(dep).specifier
+        for dep in pyproject["project"]["dependencies"]
+        if Requirement(dep).name == "livekit-agents"
+    ]
+    # nox's own interpreter has pip (the session's virtualenv, made by uv, may not)
+    out = session.run(
+        sys.executable,
+        "-m",
+        "pip",
+        "index",
+        "versions",
+        "livekit-agents",
+        silent=True,
+        external=True,
+    )
+    listed = re.search(r"Available versions:\s*(.+)", str(out))
+    if listed is None:
+        session.error(f"the package index listed no livekit-agents release: {out}")
+    versions = []
+    for text in listed.group(1).split(","):
+        try:
+            versions.append(Version(text.strip()))
+        except InvalidVersion:
+            continue
+    in_range = [v for v in versions if v in spec]
+    if not in_range:
+        session.error(f"no livekit-agents release in {spec} on the package index")
+    return str(max(in_range))
+
+
+def _run_suite(session: nox.Session, livekit: str) -> None:
     report = RESULTS / f"{_pair_id(MINOR_OF[str(session.python)], livekit)}.xml"
     RESULTS.mkdir(parents=True, exist_ok=True)
     report.unlink(missing_ok=True)

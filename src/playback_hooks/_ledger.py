@@ -247,13 +247,13 @@ class Ledger:
         *,
         has_audio: bool,
         paused_at: float | None = None,
-        words: bool = False,
+        shows_words: bool = False,
     ) -> Message | None:
         """The output forwards a new segment of ``handle``: return the message it carries.
 
         None for a speech the ledger does not report. ``has_audio=False``: the segment was
         flushed without a frame, so its message was never heard. ``paused_at``: the output
-        is paused since then; ``words``: the chain shows words (a transcription
+        is paused since then; ``shows_words``: the chain shows words (a transcription
         synchronizer), so they are kept if the message's progress is followed.
         """
         speech = None if handle is None else self._speeches.get(handle.id)
@@ -272,7 +272,9 @@ class Ledger:
         )
         if has_audio:
             followed = speech.reporter.wants_progress()
-            playhead = Playhead(followed=followed, words=followed and words, paused_at=paused_at)
+            playhead = Playhead(
+                followed=followed, keep_words=followed and shows_words, paused_at=paused_at
+            )
             msg = self._message(speech, item, State.BOUND, playhead)
             self._order.append(msg)
         else:
@@ -330,19 +332,19 @@ class Ledger:
         """The sink reports a run of ``msg``'s audio that played."""
         if msg.playhead is not None:
             msg.playhead.run_played(started_at, duration, now)
-            self._progressed(msg, now)
+            self._report_progress(msg, now)
 
     def paused(self, msg: Message, now: float) -> None:
         """The output was paused while ``msg``'s segment was open."""
         if msg.playhead is not None:
             msg.playhead.pause(now)
-            self._progressed(msg, now)
+            self._report_progress(msg, now)
 
     def resumed(self, msg: Message, now: float) -> None:
         """The output was resumed while ``msg``'s segment was open."""
         if msg.playhead is not None:
             msg.playhead.resume(now)
-            self._progressed(msg, now)
+            self._report_progress(msg, now)
 
     def cleared(self, msg: Message, now: float) -> None:
         """The output was cleared (an interruption): ``msg`` plays no further."""
@@ -354,13 +356,13 @@ class Ledger:
         playhead = msg.playhead
         if msg.state is State.STARTED and playhead is not None and playhead.heard_text is not None:
             playhead.heard_text += text
-            self._progressed(msg, now)
+            self._report_progress(msg, now)
 
     def tick(self, reporter: Reporter, now: float) -> None:
         """Release a progress event for the message playing now, if ``reporter``'s."""
         msg = self.playing()
         if msg is not None and msg.speech.reporter is reporter:
-            self._progressed(msg, now)
+            self._report_progress(msg, now)
 
     def playing(self) -> Message | None:
         """The message playing now, as the released events tell it, if any."""
@@ -474,7 +476,7 @@ class Ledger:
             started_at_estimated=msg.started_at_estimated,
         )
 
-    def _progressed(self, msg: Message, now: float) -> None:
+    def _report_progress(self, msg: Message, now: float) -> None:
         # only while it plays (its started event is out, its finished event is not), only
         # if its progress is followed
         if msg.followed and msg.started_out and msg.state is State.STARTED:

@@ -133,7 +133,7 @@ class TrackingOutput(TransparentOutput):
         self._paused_at: float | None = None  # the output is paused since then
         # the words the chain's transcription synchronizer shows, once progress is followed
         self._synchronizer = _livekit.transcript_synchronizer(below)
-        self._words: WordTap | None = None
+        self._word_tap: WordTap | None = None
 
     @property
     def below(self) -> AudioOutput:
@@ -186,30 +186,30 @@ class TrackingOutput(TransparentOutput):
             _livekit.current_speech(),
             has_audio=True,
             paused_at=self._paused_at,
-            words=self._synchronizer is not None,
+            shows_words=self._synchronizer is not None,
         )
         if msg is not None and msg.followed and self._synchronizer is not None:
-            self._words_shown()
+            self._tap_words()
         return msg
 
-    def _words_shown(self) -> None:
+    def _tap_words(self) -> None:
         # the word tap goes in the first time a message's progress is followed, so that
         # nobody pays for words nobody follows
-        if self._words is not None or self._synchronizer is None:
+        if self._word_tap is not None or self._synchronizer is None:
             return
         if not _livekit.text_tap_supported(self._synchronizer):
             self._synchronizer = None
             return
         tap = WordTap(self._ledger, self._synchronizer)
         _livekit.insert_text_tap(self._synchronizer, tap)
-        self._words = tap
+        self._word_tap = tap
 
     def remove_word_tap(self) -> None:
         """Take the word tap out of livekit's text chain, if it is in."""
-        if self._words is not None:
-            self._words.close()
-            _livekit.remove_text_tap(self._words.synchronizer, self._words)
-            self._words = None
+        if self._word_tap is not None:
+            self._word_tap.close()
+            _livekit.remove_text_tap(self._word_tap.synchronizer, self._word_tap)
+            self._word_tap = None
 
     # -- what the sink says -----------------------------------------------------------------
 
@@ -226,8 +226,8 @@ class TrackingOutput(TransparentOutput):
         msg = self._segments[0]
         if msg is not None:
             guarded(self._ledger.segment_started, msg, ev.created_at)
-        if self._words is not None:
-            self._words.follow(msg)
+        if self._word_tap is not None:
+            self._word_tap.follow(msg)
         super()._below_started(ev)
 
     def _below_finished(self, ev: PlaybackFinishedEvent) -> None:

@@ -49,10 +49,10 @@ class Playhead:
         "pushed",
     )
 
-    def __init__(self, *, followed: bool, words: bool, paused_at: float | None) -> None:
+    def __init__(self, *, followed: bool, keep_words: bool, paused_at: float | None) -> None:
         self.followed = followed
         self.pushed = 0.0
-        self.heard_text: str | None = "" if words else None
+        self.heard_text: str | None = "" if keep_words else None
         self._started_at: float | None = None
         self._anchor = 0.0
         self._played = 0.0

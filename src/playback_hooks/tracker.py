@@ -142,8 +142,6 @@ class PlaybackTracker:
         *,
         progress_interval: float | None = None,
     ) -> None:
-        if progress_interval is not None:
-            check_seconds(progress_interval, "attach()", "progress_interval", zero=False)
         if _livekit.session_started(session) and session.output.audio is None:
             raise RuntimeError(
                 "playback_hooks.attach(): the session has no audio output (it was started "
@@ -153,7 +151,7 @@ class PlaybackTracker:
         self._loop = loop
         self._playback: SessionPlayback = playback_for(session, loop)
         self._attached = True
-        self._closed: asyncio.Future[None] = loop.create_future()
+        self._when_closed: asyncio.Future[None] = loop.create_future()
         self._reporter = _Reporter(
             session,
             loop,
@@ -283,7 +281,7 @@ class PlaybackTracker:
         seen = waiters.recall(message_id, kind, speech_id)
         if seen is not None:
             return seen
-        if self._closed.done():
+        if self._when_closed.done():
             raise RuntimeError(f"{where}: the tracker is detached and closed")
         return await waiters.wait(message_id, kind, speech_id, timeout)
 
@@ -343,7 +341,7 @@ class PlaybackTracker:
         """``detach()``, then wait until the speeches in flight are reported and every
         handler task has finished."""
         self.detach()
-        await asyncio.shield(self._closed)
+        await asyncio.shield(self._when_closed)
 
     def __repr__(self) -> str:
         state = "attached" if self._attached else "detached"
@@ -383,13 +381,11 @@ class PlaybackTracker:
     def _close(self) -> None:
         self._playback.delivery.deliver()
         tasks = self._reporter.tasks.close()
-        self._reporter.waiters.fail_all(
-            "PlaybackTracker.wait_for(): the tracker was detached"
-        )
+        self._reporter.waiters.fail_all("PlaybackTracker.wait_for(): the tracker was detached")
 
         def closed(_: Any = None) -> None:
-            if not self._closed.done():
-                self._closed.set_result(None)
+            if not self._when_closed.done():
+                self._when_closed.set_result(None)
 
         if tasks:
             asyncio.gather(*tasks, return_exceptions=True).add_done_callback(closed)
