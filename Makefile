@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint typecheck pytest demo bench fuzz docs compat compat-ci clean
+.PHONY: test lint typecheck pytest demo bench fuzz storm docs compat compat-ci clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,18 @@ fuzz: $(STAMP)
 	@PLAYBACK_HOOKS_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) PLAYBACK_HOOKS_FUZZ_REPORT=.fuzz-report \
 		$(BIN)/pytest -q tests/test_model.py; status=$$?; \
 		cat .fuzz-report; rm -f .fuzz-report; exit $$status
+
+# The storm (tests/storm.py): many concurrent real sessions in RoomIO's chain driven at random,
+# every invariant checked at the end; `make test` runs a short one. New seeds each run (session
+# i gets STORM_BASE + i); a failing session prints its seed: replay it alone with
+# `make storm STORM_SEED=<seed>`.
+STORM_SESSIONS ?= 40
+STORM_SECONDS ?= 60
+STORM_BASE ?= $(shell date +%s)
+STORM_SEED ?=
+storm: $(STAMP)
+	STORM_SESSIONS=$(STORM_SESSIONS) STORM_SECONDS=$(STORM_SECONDS) STORM_BASE=$(STORM_BASE) \
+		STORM_SEED=$(STORM_SEED) $(BIN)/pytest -q -s -p no:cacheprovider tests/test_storm.py
 
 # The test suite against every livekit-agents 1.8.x release (noxfile.py), one virtualenv
 # each, on the newest Python installed; then the newest release on every other Python.
