@@ -12,7 +12,7 @@ from livekit import rtc
 from livekit.agents import Agent
 
 import playback_hooks as ph
-from playback_hooks._ledger import Ledger
+from playback_hooks._order import PlaybackOrder
 from playback_hooks.testing import SimulatedSink
 
 from .agents import ScriptAgent, boundary
@@ -199,7 +199,7 @@ class TestInternalErrors:
         def broken(*args: Any) -> None:
             raise RuntimeError("bookkeeping bug")
 
-        monkeypatch.setattr(Ledger, "segment_started", broken)
+        monkeypatch.setattr(PlaybackOrder, "segment_started", broken)
         handle = off.session.generate_reply()
         await asyncio.wait_for(handle.wait_for_playout(), 15)
         assert len(off.sink.segments) == 2

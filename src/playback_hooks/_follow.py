@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 from livekit.agents import AgentSession
 
-from ._ledger import Ledger, Reporter
 from ._log import guarded
+from ._messages import Reporter
+from ._order import PlaybackOrder
 from .signals import has_receivers, message_playback_progressed
 
 __all__ = ["ProgressFollower"]
@@ -26,15 +28,15 @@ class ProgressFollower:
 
     def __init__(
         self,
-        session: AgentSession[object],
+        session: AgentSession[Any],
         loop: asyncio.AbstractEventLoop,
-        ledger: Ledger,
+        order: PlaybackOrder,
         reporter: Reporter,
         interval: float | None,
     ) -> None:
         self._session = session
         self._loop = loop
-        self._ledger = ledger
+        self._order = order
         self._reporter = reporter
         self.interval = interval
         self._tick: asyncio.TimerHandle | None = None
@@ -68,7 +70,7 @@ class ProgressFollower:
 
     def _on_tick(self) -> None:
         self._tick = None
-        if self.interval is None or self._stopped or self._ledger.playing() is None:
+        if self.interval is None or self._stopped or self._order.playing() is None:
             return
-        guarded(self._ledger.tick, self._reporter, time.time())
+        guarded(self._order.tick, self._reporter, time.time())
         self._tick = self._loop.call_later(self.interval, self._on_tick)

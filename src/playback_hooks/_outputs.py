@@ -22,9 +22,10 @@ from livekit.agents.voice.io import (
 )
 
 from . import _livekit
-from ._ledger import Ledger, Message
+from ._ledger import Ledger
 from ._listeners import listener
 from ._log import LABEL, guarded
+from ._messages import Message
 from ._words import WordTap
 
 __all__ = ["TrackingOutput", "TransparentOutput"]
@@ -125,6 +126,7 @@ class TrackingOutput(TransparentOutput):
     def __init__(self, ledger: Ledger, below: AudioOutput) -> None:
         super().__init__(below, label=LABEL)
         self._ledger = ledger
+        self._order = ledger.order
         # segments handed below whose end the sink has not reported, oldest first; None
         # stands for a segment of a speech the ledger does not report
         self._segments: deque[Message | None] = deque()
@@ -147,7 +149,7 @@ class TrackingOutput(TransparentOutput):
             # only while the segment's audio is counted (its progress is followed)
             await self._below.capture_frame(frame)
             if self._capturing is not None:
-                self._ledger.pushed(self._capturing, frame.duration)
+                self._order.pushed(self._capturing, frame.duration)
             return
         self._segment_open = True
         msg = guarded(self._bind_with_audio)
@@ -165,7 +167,7 @@ class TrackingOutput(TransparentOutput):
         # base class's bookkeeping only: the forwarding is done here).
         await AudioOutput.capture_frame(self, frame)
         if msg is not None and msg.followed:
-            self._ledger.pushed(msg, frame.duration)
+            self._order.pushed(msg, frame.duration)
         else:
             # the rest of the segment goes to the output below without passing through here
             self.__dict__["capture_frame"] = self._below.capture_frame
@@ -200,7 +202,7 @@ class TrackingOutput(TransparentOutput):
         if not _livekit.text_tap_supported(self._synchronizer):
             self._synchronizer = None
             return
-        tap = WordTap(self._ledger, self._synchronizer)
+        tap = WordTap(self._order, self._synchronizer)
         _livekit.insert_text_tap(self._synchronizer, tap)
         self._word_tap = tap
 
@@ -215,7 +217,7 @@ class TrackingOutput(TransparentOutput):
 
     def _input_truncated(self) -> None:
         if self._capturing is not None:
-            guarded(self._ledger.truncated, self._capturing)
+            guarded(self._order.truncated, self._capturing)
 
     def _below_started(self, ev: PlaybackStartedEvent) -> None:
         if not self._segments:
@@ -225,7 +227,7 @@ class TrackingOutput(TransparentOutput):
         # first-frame listener (agent_state_changed -> speaking).
         msg = self._segments[0]
         if msg is not None:
-            guarded(self._ledger.segment_started, msg, ev.created_at)
+            guarded(self._order.segment_started, msg, ev.created_at)
         if self._word_tap is not None:
             self._word_tap.follow(msg)
         super()._below_started(ev)
@@ -237,7 +239,7 @@ class TrackingOutput(TransparentOutput):
         super()._below_finished(ev)
         if msg is not None:
             guarded(
-                self._ledger.segment_finished,
+                self._order.segment_finished,
                 msg,
                 ev.playback_position,
                 interrupted=ev.interrupted,
@@ -250,7 +252,7 @@ class TrackingOutput(TransparentOutput):
         msg = self._segments.popleft()
         super()._below_cancelled(ev)
         if msg is not None:
-            guarded(self._ledger.segment_finished, msg, 0.0, interrupted=True, transcript=None)
+            guarded(self._order.segment_finished, msg, 0.0, interrupted=True, transcript=None)
 
     def _below_progressed(self, ev: PlaybackProgressedEvent) -> None:
         if not self._segments:
@@ -258,35 +260,35 @@ class TrackingOutput(TransparentOutput):
         super()._below_progressed(ev)
         msg = self._segments[0]
         if msg is not None:
-            guarded(self._ledger.run_played, msg, ev.started_at, ev.duration, time.time())
+            guarded(self._order.run_played, msg, ev.started_at, ev.duration, time.time())
 
     def _segment_refused(self, msg: Message | None) -> None:
         if self._segments and self._segments[-1] is msg:
             self._segments.pop()
         self._capturing = None
         if msg is not None:
-            self._ledger.segment_refused(msg)
+            self._order.segment_refused(msg)
 
     # -- pause, resume, clear ---------------------------------------------------------------
 
     def clear_buffer(self) -> None:
         super().clear_buffer()
         if self._segments:
-            guarded(self._each_segment, self._ledger.cleared)
+            guarded(self._each_segment, self._order.cleared)
 
     def pause(self) -> None:
         super().pause()
         # livekit pauses on every VAD inference while the user talks: the first call counts
         if self._paused_at is None:
             self._paused_at = time.time()
-            guarded(self._each_segment, self._ledger.paused)
+            guarded(self._each_segment, self._order.paused)
 
     def resume(self) -> None:
         super().resume()
         # livekit also resumes whenever a message's audio starts, paused or not
         if self._paused_at is not None:
             self._paused_at = None
-            guarded(self._each_segment, self._ledger.resumed)
+            guarded(self._each_segment, self._order.resumed)
 
     def _each_segment(self, step: Callable[[Message, float], None]) -> None:
         now = time.time()

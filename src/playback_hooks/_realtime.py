@@ -12,9 +12,10 @@ from livekit.agents import Agent, AgentSession, llm
 from livekit.agents.utils import is_given
 
 from . import _livekit
-from ._ledger import Announced, Ledger
+from ._ledger import Ledger
 from ._listeners import listener
 from ._log import guarded
+from ._messages import Announced
 from .events import EMPTY_METADATA
 
 __all__ = ["RealtimeTaps"]

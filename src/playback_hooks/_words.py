@@ -3,7 +3,7 @@
 livekit's ``TranscriptSynchronizer`` releases each word of a segment to the text output below
 its own (RoomIO's transcription output) when the word's audio plays, then flushes that text
 output once the segment is over. ``WordTap`` sits between the two, forwards every call
-unchanged, and tells the ledger each word shown of the message whose segment is playing.
+unchanged, and reports each word shown of the message whose segment is playing.
 
 Which message: the one whose segment the sink last started, until the synchronizer flushes
 the text output. livekit closes a segment's text (flush) before it lets the next segment's
@@ -20,19 +20,20 @@ import time
 from livekit.agents.voice.io import TextOutput
 from livekit.agents.voice.transcription import TranscriptSynchronizer
 
-from ._ledger import Ledger, Message
 from ._log import LABEL, guarded
+from ._messages import Message
+from ._order import PlaybackOrder
 
 __all__ = ["WordTap"]
 
 
 class WordTap(TextOutput):
     """Forwards every word and flush to the text output it was put above; reports the words
-    of followed messages to the ledger."""
+    of followed messages to the playback order."""
 
-    def __init__(self, ledger: Ledger, synchronizer: TranscriptSynchronizer) -> None:
+    def __init__(self, order: PlaybackOrder, synchronizer: TranscriptSynchronizer) -> None:
         super().__init__(label=LABEL, next_in_chain=synchronizer.text_output.next_in_chain)
-        self._ledger = ledger
+        self._order = order
         self._synchronizer = synchronizer
         self._shown_for: Message | None = None  # the message whose words are being shown
         self._reporting = True
@@ -61,7 +62,7 @@ class WordTap(TextOutput):
         msg = self._shown_for
         if msg is not None and self._synchronizer.enabled:
             # (a disabled synchronizer passes the LLM's text through, unpaced: not shown words)
-            guarded(self._ledger.word_shown, msg, str(text), time.time())
+            guarded(self._order.word_shown, msg, str(text), time.time())
 
     def flush(self) -> None:
         # the synchronizer's segment is over: later words belong to the next one started

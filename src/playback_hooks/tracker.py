@@ -84,7 +84,7 @@ class _Reporter:
     ) -> None:
         self.waiters = Waiters(loop)
         self.tasks = HandlerTasks(loop)
-        self.progress = ProgressFollower(session, loop, ledger, self, interval)
+        self.progress = ProgressFollower(session, loop, ledger.order, self, interval)
         self._delivery = delivery
         self._on_done = on_done
         self._speeches = 0  # admitted and not reported yet
@@ -298,17 +298,17 @@ class PlaybackTracker:
         """
         if not self._attached:
             return None
-        ledger = self._playback.ledger
-        msg = ledger.playing()
-        return None if msg is None else ledger.progress(msg, time.time())
+        msg = self._playback.ledger.order.playing()
+        return None if msg is None else msg.progress_event(time.time())
 
     def stats(self) -> TrackerStats:
         """The sizes of the tracker's state (all zero but ``history`` once it is idle)."""
-        counts = self._playback.ledger.counts(self._reporter)
+        ledger = self._playback.ledger
+        waiting = ledger.order.waiting(self._reporter)
         return TrackerStats(
-            speeches=counts.speeches,
-            unreleased_messages=counts.unreleased_messages,
-            open_segments=counts.open_segments,
+            speeches=ledger.speeches(self._reporter),
+            unreleased_messages=waiting.unreleased,
+            open_segments=waiting.open_segments,
             waiters=self._reporter.waiters.waiting,
             history=self._reporter.waiters.remembered,
             handler_tasks=self._reporter.tasks.running,
