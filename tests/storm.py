@@ -187,12 +187,13 @@ class StormAgent(Agent):
 
     def __init__(self, driver: SessionDriver) -> None:
         super().__init__(instructions="storm agent")
-        self.driver = driver
+        self.driver: SessionDriver | None = driver
         self.scripts: dict[str, list[ScriptItem]] = {}
         self.yielded: dict[str, Yielded] = {}
 
     async def on_enter(self) -> None:
-        self.driver.greet()
+        if self.driver is not None:
+            self.driver.greet()
 
     @ph.track_messages
     async def llm_node(
@@ -599,7 +600,9 @@ class SessionDriver:
                 self.violations.append(f"step {step} raised {type(e).__name__}: {e}")
         self.note("driving over")
         await self._finish()
-        return self._result()
+        result = self._result()
+        self._forget()
+        return result
 
     async def _step(self, step: int) -> None:
         rng = _rng(self.seed, "step", step)
@@ -769,6 +772,23 @@ class SessionDriver:
             await asyncio.wait_for(self.session.aclose(), CLOSE_TIMEOUT)
         except asyncio.TimeoutError:
             self.violations.append("session.aclose() did not return in time")
+
+    def _forget(self) -> None:
+        # Drop what the driver itself keeps of the session (its records, events, trackers),
+        # so that what is still alive after the storm is what playback_hooks or livekit keep.
+        self.session.off("speech_created", self._on_speech_created)
+        self.agent.driver = None
+        self.agent.scripts.clear()
+        self.agent.yielded.clear()
+        self.trackers.clear()
+        self.speeches.clear()
+        self.waits.clear()
+        self.background.clear()
+        for events in (self.collector.events, self.collector.delivered, self.collector.progressed):
+            events.clear()
+        for value in vars(self.handlers).values():
+            if isinstance(value, list):
+                value.clear()
 
     def _result(self) -> SessionResult:
         violations = self.violations + self.handlers.violations + check_session(self)
