@@ -19,6 +19,13 @@ with EventCollector(session) as events:
 from __future__ import annotations
 
 from .audio import pcm_tone
+from .avatar import (
+    AvatarReport,
+    AvatarSegment,
+    AvatarWorker,
+    StillVideoGenerator,
+    default_avatar_options,
+)
 from .collector import EventCollector
 from .models import (
     RealtimeItem,
@@ -28,17 +35,26 @@ from .models import (
     SineTTS,
     ToolCall,
 )
+from .room import Delivery, LinkedRoom, RoomPair
 from .sink import SimulatedSink, SinkSegment
 
 __all__ = [
+    "AvatarReport",
+    "AvatarSegment",
+    "AvatarWorker",
+    "Delivery",
     "EventCollector",
+    "LinkedRoom",
     "RealtimeItem",
+    "RoomPair",
     "ScriptedLLM",
     "ScriptedRealtimeModel",
     "ScriptedRealtimeSession",
     "SimulatedSink",
     "SinkSegment",
     "SineTTS",
+    "StillVideoGenerator",
     "ToolCall",
+    "default_avatar_options",
     "pcm_tone",
 ]
