@@ -37,8 +37,9 @@ import random
 import re
 import sys
 import time
+import types
 import weakref
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import AsyncIterable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -62,6 +63,8 @@ __all__ = [
     "StormResult",
     "StormSink",
     "check_session",
+    "kept_by",
+    "kind_of",
     "main",
     "run_session",
     "run_storm",
@@ -272,6 +275,8 @@ class SessionResult:
     segments: int = 0
     refused: int = 0
     stalled: int = 0
+    session: weakref.ref[AgentSession[Any]] | None = field(default=None, repr=False)
+    """The closed session, weakly: whether something still keeps it once the storm is over."""
 
     @property
     def failed(self) -> bool:
@@ -802,6 +807,7 @@ class SessionDriver:
             segments=len(self.sink.segments),
             refused=sum(1 for a in self.sink.attempts if a.outcome == "refused"),
             stalled=sum(1 for a in self.sink.attempts if a.outcome == "stalled"),
+            session=weakref.ref(self.session),
         )
 
 
@@ -1068,7 +1074,7 @@ KINDS: list[tuple[str, str]] = [
     ("livekit disturbed", r"^livekit logged"),
     ("handler errors logged", r"^handler exception"),
     ("playback_hooks logged", r"^playback_hooks logged"),
-    ("memory", r"per-message objects"),
+    ("memory", r"per-message objects|kept alive by"),
     ("order across speeches", r"interleaved with another speech"),
     ("order: started while another plays", r"has not finished"),
     ("event for an unreported speech", r"created while no tracker|never created"),
@@ -1340,7 +1346,7 @@ async def run_storm(config: StormConfig) -> StormResult:
     for record in records.records:
         message = record.message
         if not record.name.startswith("playback_hooks"):
-            livekit_logs[message.splitlines()[0][:120]] += 1
+            livekit_logs[" ".join(message.split())[:160]] += 1
             continue
         exc = record.exception
         if "raised for message" in message and exc is not None and STORM_TOKEN in exc:
@@ -1371,7 +1377,49 @@ async def run_storm(config: StormConfig) -> StormResult:
             f"{kept} per-message objects alive after {messages} messages in "
             f"{len(config.seeds)} closed sessions: {grown}"
         )
+    # and a closed session is not kept alive by playback_hooks (livekit may keep one itself,
+    # e.g. through the traceback of a frame the sink refused; that is not held against it)
+    for result in results:
+        session = result.session() if result.session is not None else None
+        if session is None:
+            continue
+        path = kept_by("playback_hooks", session)
+        del session
+        if path is not None:
+            violations.append(
+                f"the closed session of seed {result.seed} is kept alive by playback_hooks: {path}"
+            )
     return StormResult(config, results, violations, livekit_logs, leftover_tasks, grown, elapsed)
+
+
+def kept_by(package: str, obj: object, *, depth: int = 8, budget: int = 200_000) -> str | None:
+    """How the module state of ``package`` keeps ``obj`` alive, if it does.
+
+    A breadth-first walk down ``gc.get_referents()`` from the globals of every module of
+    ``package``, ``depth`` references deep at most, not through modules, classes or
+    functions (whose globals lead everywhere).
+    """
+    skip = (types.ModuleType, type, types.FunctionType, types.BuiltinFunctionType, str, bytes)
+    queue: deque[tuple[object, list[str]]] = deque()
+    seen: set[int] = set()
+    for name, module in list(sys.modules.items()):
+        if name.startswith(package) and module is not None:
+            for key, value in vars(module).items():
+                if not isinstance(value, skip) and id(value) not in seen:
+                    seen.add(id(value))
+                    queue.append((value, [f"{name}.{key}"]))
+    while queue and len(seen) < budget:
+        node, path = queue.popleft()
+        if node is obj:
+            return " -> ".join(path)
+        if len(path) > depth:
+            continue
+        for referent in gc.get_referents(node):
+            if id(referent) in seen or isinstance(referent, skip):
+                continue
+            seen.add(id(referent))
+            queue.append((referent, [*path, type(referent).__qualname__]))
+    return None
 
 
 def _describe(task: asyncio.Task[Any]) -> str:

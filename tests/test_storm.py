@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType, SimpleNamespace
 from typing import Any, cast
 
+import pytest
+
 import playback_hooks as ph
 from playback_hooks.testing import SinkSegment
 
@@ -24,6 +26,7 @@ from .storm import (
     StormConfig,
     Yielded,
     check_session,
+    kept_by,
     kind_of,
     run_storm,
 )
@@ -186,6 +189,16 @@ class TestStormChecks:
         )
         kinds = {kind_of(v) for v in session.check()}
         assert "skipped, interrupted differs from its speech" in kinds
+
+    def test_an_object_kept_by_module_state(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        class Session:
+            pass
+
+        session = Session()
+        assert kept_by("playback_hooks", session) is None
+        monkeypatch.setattr(ph, "_storm_probe", {"key": [session]}, raising=False)
+        path = kept_by("playback_hooks", session)
+        assert path is not None and path.startswith("playback_hooks._storm_probe")
 
 
 def _fields(event: ph.MessagePlaybackFinished) -> dict[str, Any]:
