@@ -76,7 +76,7 @@ PLAYOUT_TIMEOUT = 10.0
 CLOSE_TIMEOUT = 15.0
 """Seconds a tracker or a session may take to close."""
 
-WAIT_FOR_TIMEOUT = 12.0
+WAIT_FOR_TIMEOUT = 20.0
 """Timeout of the driver's ``tracker.wait_for()`` calls."""
 
 MAX_OUTSTANDING = 3
