@@ -34,7 +34,7 @@ from typing import Any, Literal
 import pytest
 from livekit import rtc
 from livekit.agents import Agent, AgentSession, llm
-from livekit.agents.voice.avatar import DataStreamAudioOutput
+from livekit.agents.voice.avatar import AvatarSession, DataStreamAudioOutput
 from livekit.agents.voice.events import (
     AgentStateChangedEvent,
     ConversationItemAddedEvent,
@@ -962,6 +962,25 @@ class TestRoomPair:
         assert dict(pair.agent_room.remote_participants) == {}
         await pair.aclose()
         await source.aclose()
+
+    async def test_avatar_session_waits_for_the_worker(self) -> None:
+        # livekit's AvatarSession base (what avatar plugins subclass), outside a job
+        class Avatar(AvatarSession[str]):
+            @property
+            def avatar_identity(self) -> str:
+                return "avatar-worker"
+
+        metrics: list[Any] = []
+        async with RoomPair(latency=0.02) as pair:
+            session: AgentSession[Any] = AgentSession(llm=ScriptedLLM([]), tts=SineTTS())
+            avatar = Avatar()
+            avatar.on("metrics_collected", metrics.append)
+            await avatar.start(session, pair.agent_room.as_rtc_room())
+            async with AvatarWorker(pair.avatar_room):
+                await avatar.wait_for_join(timeout=5)
+            await avatar.aclose()
+        (joined,) = metrics
+        assert joined.avatar_joined_time is not None
 
     async def test_latency_keeps_order(self) -> None:
         async with RoomPair(latency=0.05) as pair:
