@@ -50,13 +50,13 @@ from livekit.agents.voice.transcription import TranscriptSynchronizer
 import playback_hooks as ph
 from playback_hooks.testing import (
     AvatarWorker,
-    Delivery,
     EventCollector,
     RealtimeItem,
     RoomPair,
     ScriptedLLM,
     ScriptedRealtimeModel,
     SineTTS,
+    Transmission,
 )
 
 from .agents import Item, ScriptAgent, boundary
@@ -150,10 +150,12 @@ class AvatarRun:
         return self.events
 
     @property
-    def pushes(self) -> list[Delivery]:
+    def pushes(self) -> list[Transmission]:
         """The audio streams the output opened (one per segment), in order."""
         return [
-            d for d in self.pair.deliveries if d.kind == "stream_header" and d.name == AUDIO_TOPIC
+            d
+            for d in self.pair.transmissions
+            if d.kind == "stream_header" and d.name == AUDIO_TOPIC
         ]
 
     @property
@@ -175,7 +177,7 @@ class AvatarRun:
 
     def calls(self) -> list[tuple[str, str, int | None]]:
         """Each RPC call, ``(caller, method, error code of its answer)``, in call order."""
-        answers = {d.id: d.error for d in self.pair.deliveries if d.kind == "rpc_response"}
+        answers = {d.id: d.error for d in self.pair.transmissions if d.kind == "rpc_response"}
         return [(d.sender, d.name, answers.get(d.id, -1)) for d in self.pair.rpcs()]
 
 
@@ -328,7 +330,7 @@ def _transcript(run: AvatarRun) -> dict[str, list[str]]:
     return {"synchronized": synchronized, "shown": shown, "items": items}
 
 
-def heard_between(started_at: float, push: Delivery, finished: Report) -> bool:
+def heard_between(started_at: float, push: Transmission, finished: Report) -> bool:
     """An estimated start is no earlier than the segment's first frame was handed over and
     no later than its end was reported. The tracker sees that frame at the top of the
     chain, a moment before livekit's output opens the stream under it: SCHEDULING allows
@@ -564,7 +566,7 @@ class TestLateStartReport:
 
         run = tracked
         assert run.timeline() == ["push", "started", "finished(interrupted=False)"] * 3
-        trailers = [d for d in run.pair.deliveries if d.kind == "stream_trailer"]
+        trailers = [d for d in run.pair.transmissions if d.kind == "stream_trailer"]
         for trailer, call in zip(trailers, run.pair.rpcs(RPC_STARTED), strict=True):
             # the whole segment had been sent (and had arrived) long before the avatar began
             assert call.sent_at - trailer.delivered_at >= delay - FRAME
@@ -910,7 +912,7 @@ class TestRoomPair:
             assert sender == pair.agent_identity and info.topic == AUDIO_TOPIC
             assert info.attributes == {"sample_rate": "24000", "end": "yes"}
             assert [len(c) for c in chunks] == [15000, 5000, 1]
-            kinds = [d.kind for d in pair.deliveries]
+            kinds = [d.kind for d in pair.transmissions]
             assert kinds == ["stream_header"] + ["stream_chunk"] * 3 + ["stream_trailer"]
 
     async def test_stream_cut_by_a_disconnection(self) -> None:
@@ -1005,7 +1007,7 @@ class TestRoomPair:
             )
             await asyncio.wait_for(ended.wait(), 5)
             assert answer == "ok"
-            kinds = [d.kind for d in pair.deliveries]
+            kinds = [d.kind for d in pair.transmissions]
             assert kinds == [
                 "stream_header",
                 "stream_chunk",
@@ -1013,7 +1015,7 @@ class TestRoomPair:
                 "rpc",
                 "rpc_response",
             ]
-            header, *_, call, _ = pair.deliveries
+            header, *_, call, _ = pair.transmissions
             # time.time() against the loop's clock: a millisecond of slack
             assert header.delivered_at - header.sent_at >= 0.05 - 0.001
             assert call.delivered_at >= header.delivered_at

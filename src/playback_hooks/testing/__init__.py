@@ -35,14 +35,13 @@ from .models import (
     SineTTS,
     ToolCall,
 )
-from .room import Delivery, LinkedRoom, RoomPair
+from .room import LinkedRoom, RoomPair, Transmission
 from .sink import SimulatedSink, SinkSegment
 
 __all__ = [
     "AvatarReport",
     "AvatarSegment",
     "AvatarWorker",
-    "Delivery",
     "EventCollector",
     "LinkedRoom",
     "RealtimeItem",
@@ -55,6 +54,7 @@ __all__ = [
     "SineTTS",
     "StillVideoGenerator",
     "ToolCall",
+    "Transmission",
     "default_avatar_options",
     "pcm_tone",
 ]

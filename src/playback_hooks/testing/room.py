@@ -38,8 +38,9 @@ code touches (``DataStreamAudioOutput``, ``DataStreamAudioReceiver``, ``AvatarRu
 
 Everything travels one way at a time, first in first out, ``RoomPair.latency`` seconds late
 (0 by default: the next loop iteration): stream headers, chunks and trailers, RPC calls and
-answers, and the news that a participant joined, published a track or left. Every message
-delivered is kept in ``RoomPair.deliveries`` with the times it was sent and delivered.
+answers, and the news that a participant joined, published a track or left. Every
+transmission delivered is kept in ``RoomPair.transmissions``, with the times it was sent and
+delivered.
 """
 
 from __future__ import annotations
@@ -59,8 +60,8 @@ from typing import Any, Literal, TypeVar, cast, overload
 from livekit import rtc
 
 __all__ = [
-    "Delivery",
-    "DeliveryKind",
+    "Transmission",
+    "TransmissionKind",
     "LinkedByteStreamReader",
     "LinkedByteStreamWriter",
     "LinkedLocalParticipant",
@@ -76,8 +77,8 @@ logger = logging.getLogger("playback_hooks.testing.room")
 RpcHandler = Callable[[rtc.RpcInvocationData], Any]
 _H = TypeVar("_H", bound=RpcHandler)
 
-DeliveryKind = Literal["rpc", "rpc_response", "stream_header", "stream_chunk", "stream_trailer"]
-"""What a ``Delivery`` carried."""
+TransmissionKind = Literal["rpc", "rpc_response", "stream_header", "stream_chunk", "stream_trailer"]
+"""What a ``Transmission`` carried."""
 
 # livekit's limit for an RPC request or response payload, in bytes (UTF-8)
 MAX_RPC_PAYLOAD = 15 * 1024
@@ -103,8 +104,8 @@ def _invocation(
 
 
 @dataclass(frozen=True, slots=True)
-class Delivery:
-    """One message the pair carried from one room to the other, when it arrived.
+class Transmission:
+    """One transmission the pair carried from one room to the other, when it arrived.
 
     Attributes:
         kind: ``"rpc"`` (a call reaching the callee), ``"rpc_response"`` (its answer reaching
@@ -120,7 +121,7 @@ class Delivery:
         delivered_at: When it arrived (``time.time()``).
     """
 
-    kind: DeliveryKind
+    kind: TransmissionKind
     sender: str
     receiver: str
     name: str
@@ -143,7 +144,7 @@ class _Link:
 
     def send(self, deliver: Callable[[], None]) -> None:
         loop = asyncio.get_running_loop()
-        # never overtake an earlier message, even when the latency was lowered since
+        # never overtake an earlier transmission, even when the latency was lowered since
         due = max(loop.time() + self._pair.latency, self._last_due)
         self._last_due = due
         self._queue.append((due, deliver))
@@ -159,7 +160,7 @@ class _Link:
             try:
                 deliver()
             except Exception:
-                logger.exception("RoomPair: delivering a message failed")
+                logger.exception("RoomPair: delivering a transmission failed")
         if self._queue:
             self._timer = loop.call_at(self._queue[0][0], self._run, loop)
 
@@ -514,7 +515,7 @@ class LinkedRoom(rtc.EventEmitter[str]):
     def _send_stream(
         self,
         writer: LinkedByteStreamWriter,
-        kind: DeliveryKind,
+        kind: TransmissionKind,
         data: bytes,
         attributes: dict[str, str] | None = None,
     ) -> None:
@@ -532,7 +533,7 @@ class LinkedRoom(rtc.EventEmitter[str]):
 
     def _stream_delivered(
         self,
-        kind: DeliveryKind,
+        kind: TransmissionKind,
         sender: str,
         info: rtc.ByteStreamInfo,
         data: bytes,
@@ -686,7 +687,7 @@ class RoomPair:
     Args:
         agent_identity: The agent's participant identity.
         avatar_identity: The avatar worker's participant identity.
-        latency: Seconds every message takes from one side to the other (one way).
+        latency: Seconds every transmission takes from one side to the other (one way).
         name: The room's name, on both sides.
     """
 
@@ -701,10 +702,10 @@ class RoomPair:
         if agent_identity == avatar_identity:
             raise ValueError("RoomPair: the two identities must differ")
         self.latency = latency
-        """Seconds every message takes from one side to the other; may be changed any time
-        (a message never overtakes an earlier one)."""
-        self.deliveries: list[Delivery] = []
-        """Every message delivered, in the order it arrived."""
+        """Seconds every transmission takes from one side to the other; may be changed any
+        time (a transmission never overtakes an earlier one)."""
+        self.transmissions: list[Transmission] = []
+        """Every transmission delivered, in the order it arrived."""
         self._ids = itertools.count(1)
         self._changed: asyncio.Event | None = None
         self.agent_room = LinkedRoom(self, agent_identity, name)
@@ -715,7 +716,7 @@ class RoomPair:
 
     @property
     def latency(self) -> float:
-        """Seconds every message takes from one side to the other (one way)."""
+        """Seconds every transmission takes from one side to the other (one way)."""
         return self._latency
 
     @latency.setter
@@ -762,18 +763,20 @@ class RoomPair:
     ) -> None:
         await self.aclose()
 
-    def rpcs(self, method: str | None = None) -> list[Delivery]:
+    def rpcs(self, method: str | None = None) -> list[Transmission]:
         """The RPC calls delivered (of ``method``, or all), in the order they arrived."""
         return [
-            d for d in self.deliveries if d.kind == "rpc" and (method is None or d.name == method)
+            d
+            for d in self.transmissions
+            if d.kind == "rpc" and (method is None or d.name == method)
         ]
 
     async def wait_for_rpc(
         self, method: str, count: int = 1, *, timeout: float = 10.0
-    ) -> list[Delivery]:
+    ) -> list[Transmission]:
         """Wait until ``count`` calls of ``method`` were delivered; return all of them."""
 
-        async def _wait() -> list[Delivery]:
+        async def _wait() -> list[Transmission]:
             while len(calls := self.rpcs(method)) < count:
                 changed = self._changed_event()
                 changed.clear()
@@ -804,7 +807,7 @@ class RoomPair:
 
     def _record(
         self,
-        kind: DeliveryKind,
+        kind: TransmissionKind,
         sender: str,
         receiver: str,
         name: str,
@@ -814,8 +817,8 @@ class RoomPair:
         size: int,
         sent_at: float,
     ) -> None:
-        self.deliveries.append(
-            Delivery(
+        self.transmissions.append(
+            Transmission(
                 kind, sender, receiver, name, ident, payload, error, size, sent_at, time.time()
             )
         )
