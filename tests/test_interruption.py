@@ -108,3 +108,31 @@ class TestTTSFailure:
         ]
         assert finished[1].playback_position == off.sink.segments[1].position > 0
         assert len(off.sink.segments) == 2
+
+
+class TestQueuedSpeeches:
+    """One interruption with speeches queued behind the one playing: every message ends
+    once, in the order the speeches would have played, not in the order livekit ends them."""
+
+    async def test_cut_off_while_queued(self, start_session: StartSession) -> None:
+        agent = ScriptAgent(
+            [boundary("a0"), "The first reply plays for a good while.", boundary("a1"), "More."],
+            [boundary("b0"), "Queued reply.", boundary("b1"), "Its second part."],
+        )
+        off = await start_session(agent)
+        off.session.generate_reply()
+        off.session.generate_reply()
+        queued_say = off.session.say("A queued say.")
+        off.tracker.label(queued_say, "c")
+        await off.tracker.wait_for("a0", "started", timeout=10)
+        off.session.interrupt()
+        await off.tracker.wait_for("c", "finished", timeout=10)
+        # each speech's messages together, the speeches in the order they were queued (the
+        # queued reply generated its text while it waited: its markers are messages)
+        assert [(f.message_id, f.played) for f in off.events.finished] == [
+            ("a0", "partial"),
+            ("a1", "skipped"),
+            ("b0", "skipped"),
+            ("b1", "skipped"),
+            ("c", "skipped"),
+        ]

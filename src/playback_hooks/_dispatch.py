@@ -117,15 +117,14 @@ class HandlerTasks:
 class Delivery:
     """One session's events to their receivers, in the order they were sent."""
 
-    def __init__(self, sender: AgentSession[Any], loop: asyncio.AbstractEventLoop) -> None:
-        self._sender = sender
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        # events whose receivers are to be called, with them and the tasks' owner
-        self._queue: deque[tuple[Event, list[Receiver], HandlerTasks]] = deque()
+        # events whose receivers are to be called, with their sender, them and the tasks' owner
+        self._queue: deque[tuple[AgentSession[Any], Event, list[Receiver], HandlerTasks]] = deque()
         self._scheduled = False
 
-    def send(self, event: Event, tasks: HandlerTasks) -> None:
-        """Route ``event`` to its signal's receivers for the session; see the module doc."""
+    def send(self, sender: AgentSession[Any], event: Event, tasks: HandlerTasks) -> None:
+        """Route ``event`` to its signal's receivers for ``sender``; see the module doc."""
         if tasks.closed:
             return
         if isinstance(event, MessagePlaybackFinished):
@@ -133,31 +132,34 @@ class Delivery:
             tasks.message_ended(event)
         now: list[Receiver] = []
         later: list[Receiver] = []
-        for receiver in _SIGNAL_OF[type(event)].receivers_for(self._sender):
+        for receiver in _SIGNAL_OF[type(event)].receivers_for(sender):
             (now if starts_task(receiver) else later).append(receiver)
         if later:
-            self._queue.append((event, later, tasks))
+            self._queue.append((sender, event, later, tasks))
             if not self._scheduled:
                 # scheduled before the tasks below: the sync receivers of what is sent in
                 # this iteration run before the first step of any task started in it
                 self._scheduled = True
                 self._loop.call_soon(self.deliver)
         for receiver in now:
-            self._call(receiver, event, tasks)
+            self._call(sender, receiver, event, tasks)
 
     def deliver(self) -> None:
         """Call the receivers queued so far (normally on the loop iteration after sending)."""
         self._scheduled = False
         while self._queue:
-            event, receivers, tasks = self._queue.popleft()
+            sender, event, receivers, tasks = self._queue.popleft()
             if tasks.closed:
                 continue
             for receiver in receivers:
-                self._call(receiver, event, tasks)
+                self._call(sender, receiver, event, tasks)
 
-    def _call(self, receiver: Receiver, event: Event, tasks: HandlerTasks) -> None:
+    @staticmethod
+    def _call(
+        sender: AgentSession[Any], receiver: Receiver, event: Event, tasks: HandlerTasks
+    ) -> None:
         try:
-            result = receiver(self._sender, event=event)
+            result = receiver(sender, event=event)
         except Exception:
             _log_handler_error(event, receiver, None)
             return

@@ -90,6 +90,13 @@ class Ledger:
             earlier.has_segment = False
         self._skip_segmentless(speech)
 
+    def no_segment(self, handle: SpeechHandle, item: Announced) -> None:
+        """No segment will carry ``item`` after all (no text followed its marker)."""
+        speech = self._speeches.get(handle.id)
+        if speech is not None and item in speech.queue:
+            item.has_segment = False
+            self._skip_segmentless(speech)
+
     def label(
         self,
         handle: SpeechHandle,
@@ -139,11 +146,8 @@ class Ledger:
         speech = None if handle is None else self._speeches.get(handle.id)
         if speech is None:
             return None
-        # A speech's done callback runs on a later loop iteration than the end of its
-        # playback, so the next speech's first segment can arrive first: finish the speeches
-        # already over now, or their messages would be released after this one.
-        for other in [s for s in self._speeches.values() if s is not speech and s.handle.done()]:
-            self._finish_speech(other)
+        self._close_ready(binding=speech)
+        speech.begun = True
         self._skip_segmentless(speech)
         item = (
             speech.queue.popleft()
@@ -193,6 +197,28 @@ class Ledger:
             playhead=playhead,
         )
 
+    def _close_ready(self, binding: Speech | None = None) -> None:
+        # The speeches that can no longer play end here, in the order they were admitted
+        # (dicts keep it), so that their last events take their place in playback order:
+        # - a speech that is done (its done callback runs a loop iteration after the end
+        #   of its playback, so the next speech's first segment can come first);
+        # - what an interrupted speech that began playing still has queued, once another
+        #   speech's segment is bound (``binding``): livekit moved on, it forwards nothing
+        #   more;
+        # - a speech that never began playing and is done (cut off before its turn) waits
+        #   for the speeches admitted before it to be over: it would have played after them.
+        waiting = False  # a speech admitted before this one may still play
+        for speech in list(self._speeches.values()):
+            if speech.handle.done():
+                if speech.begun or not waiting:
+                    self._close(speech)
+            else:
+                moved_on = binding is not None and speech is not binding
+                if moved_on and speech.begun and speech.handle.interrupted:
+                    while speech.queue:
+                        self._skip(speech, speech.queue.popleft())
+                waiting = True
+
     def _skip(self, speech: Speech, item: Announced) -> Message:
         msg = self._message(speech, item, State.SKIPPED, None)
         self.order.skip(msg)
@@ -208,11 +234,10 @@ class Ledger:
             self._skip(speech, speech.queue.popleft())
 
     def _on_speech_done(self, handle: SpeechHandle) -> None:
-        speech = self._speeches.get(handle.id)
-        if speech is not None:
-            self._finish_speech(speech)
+        if handle.id in self._speeches:
+            self._close_ready()
 
-    def _finish_speech(self, speech: Speech) -> None:
+    def _close(self, speech: Speech) -> None:
         del self._speeches[speech.handle.id]
         if _reporting.get(speech.handle) is self:
             del _reporting[speech.handle]

@@ -68,6 +68,7 @@ class Speech:
     label: tuple[str, Mapping[str, Any]] | None = None
     label_used: bool = False
     auto_named: bool = False  # a message of it already got an automatic id
+    begun: bool = False  # livekit forwarded a segment of it
     unreleased: int = 0  # its messages in the playback order
     over: bool = False  # its handle is done and every message of it has ended
 

@@ -162,6 +162,8 @@ class TrackingOutput(TransparentOutput):
             # segment: do not count it (livekit's wait_for_playout() would wait forever)
             # and end its message here.
             guarded(self._segment_refused, msg)
+            # livekit keeps the exception, whose traceback keeps this frame: not the message
+            msg = None
             raise
         # Counted once the sink accepted the frame, unlike the usual base-first order (the
         # base class's bookkeeping only: the forwarding is done here).

@@ -38,11 +38,13 @@ __all__ = ["SessionPlayback", "playback_for"]
 class SessionPlayback:
     """One session's ledger, delivery queue and output; see the module docstring."""
 
-    def __init__(self, session: AgentSession[Any], loop: asyncio.AbstractEventLoop) -> None:
-        self.session = session
+    # It holds no reference to its session (the registry below is keyed by it weakly): the
+    # trackers pass theirs.
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.ledger = Ledger()
-        self.delivery = Delivery(session, loop)
+        self.delivery = Delivery(loop)
         self._output: TrackingOutput | None = None  # the latest one put on top
         self._attached = 0  # trackers attached (one at most)
         self._open = 0  # trackers attached, or detached and still reporting
@@ -59,22 +61,22 @@ class SessionPlayback:
         if self._attached == 0 and self._output is not None:
             self._output.remove_word_tap()
 
-    def tracker_closed(self) -> None:
+    def tracker_closed(self, session: AgentSession[Any]) -> None:
         """A tracker finished reporting; the last one takes the output off the top."""
         self._open -= 1
         output = self._output
-        if self._open == 0 and output is not None and self.session.output.audio is output:
-            _livekit.install_quietly(self.session.output, output.below)
+        if self._open == 0 and output is not None and session.output.audio is output:
+            _livekit.install_quietly(session.output, output.below)
 
-    def install(self) -> None:
+    def install(self, session: AgentSession[Any]) -> None:
         """Put the output on top of the session's chain, unless it is in the chain already."""
-        top = self.session.output.audio
+        top = session.output.audio
         output = self._output
         if top is None or (output is not None and _in_chain(top, output)):
             return
         if output is not None and top is output.below:
             # back on the chain it was taken off: the same output, still linked below
-            _livekit.install_quietly(self.session.output, output)
+            _livekit.install_quietly(session.output, output)
             return
         if output is not None:
             logger.info(
@@ -83,7 +85,7 @@ class SessionPlayback:
             )
             output.remove_word_tap()
         self._output = TrackingOutput(self.ledger, top)
-        _livekit.install_quietly(self.session.output, self._output)
+        _livekit.install_quietly(session.output, self._output)
 
 
 def _in_chain(top: AudioOutput, output: AudioOutput) -> bool:
@@ -104,5 +106,5 @@ def playback_for(session: AgentSession[Any], loop: asyncio.AbstractEventLoop) ->
     """The session's shared state, made the first time a tracker is attached to it."""
     playback = _playbacks.get(session)
     if playback is None or playback.loop is not loop:
-        playback = _playbacks[session] = SessionPlayback(session, loop)
+        playback = _playbacks[session] = SessionPlayback(loop)
     return playback

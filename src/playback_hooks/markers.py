@@ -14,6 +14,7 @@ from livekit.agents.types import FlushSentinel
 from . import _livekit
 from ._ledger import ledger_for
 from ._log import guarded, logger
+from ._messages import Announced
 from .events import EMPTY_METADATA
 from .ids import check_message_id, check_metadata
 
@@ -116,34 +117,36 @@ async def _track(stream: AsyncIterable[Any]) -> AsyncIterator[Any]:
     handle = _livekit.current_speech()
     ledger = ledger_for(handle)
 
-    def announce(message_id: str | None, metadata: Mapping[str, Any], *, has_segment: bool) -> None:
-        if ledger is not None and handle is not None:
-            guarded(ledger.announce, handle, message_id, metadata, "llm", has_segment=has_segment)
+    def announce(message_id: str | None, metadata: Mapping[str, Any]) -> Announced | None:
+        if ledger is None or handle is None:
+            return None
+        return guarded(ledger.announce, handle, message_id, metadata, "llm", has_segment=True)
+
+    def no_segment(item: Announced | None) -> None:
+        if ledger is not None and handle is not None and item is not None:
+            guarded(ledger.no_segment, handle, item)
 
     iterator = stream.__aiter__()
-    pending: MessageBoundary | None = None  # marker waiting for its first text
+    # A marker's message is announced when the marker comes (livekit may interrupt the
+    # speech before its text does); it loses its segment if no text follows it.
+    pending: Announced | None = None
     in_segment = False
     try:
         async for chunk in iterator:
             if isinstance(chunk, MessageBoundary):
-                if pending is not None:
-                    # a marker followed by another: its message gets no segment
-                    announce(pending.id, pending.metadata, has_segment=False)
-                pending = chunk
+                no_segment(pending)  # a marker followed by another
+                pending = announce(chunk.id, chunk.metadata)
                 in_segment = False
             elif isinstance(chunk, FlushSentinel):
-                in_segment = False
+                in_segment = False  # (sentinels in a row open nothing: a marker keeps waiting)
             elif not in_segment and _has_text(chunk):
                 in_segment = True
-                if pending is not None:
-                    announce(pending.id, pending.metadata, has_segment=True)
-                else:
-                    announce(None, EMPTY_METADATA, has_segment=True)
+                if pending is None:
+                    announce(None, EMPTY_METADATA)
                 pending = None
             yield chunk
     finally:
-        if pending is not None:
-            announce(pending.id, pending.metadata, has_segment=False)
+        no_segment(pending)
         await _close(iterator)
 
 

@@ -85,6 +85,7 @@ class _Reporter:
         self.waiters = Waiters(loop)
         self.tasks = HandlerTasks(loop)
         self.progress = ProgressFollower(session, loop, ledger.order, self, interval)
+        self._session = session
         self._delivery = delivery
         self._on_done = on_done
         self._speeches = 0  # admitted and not reported yet
@@ -106,16 +107,16 @@ class _Reporter:
     def started(self, event: MessagePlaybackStarted) -> None:
         self.waiters.seen(event)
         self.progress.message_started()
-        self._delivery.send(event, self.tasks)
+        self._delivery.send(self._session, event, self.tasks)
 
     def progressed(self, event: MessagePlaybackProgressed) -> None:
         if self._admitting:  # no progress events after detach()
-            self._delivery.send(event, self.tasks)
+            self._delivery.send(self._session, event, self.tasks)
 
     def finished(self, event: MessagePlaybackFinished) -> None:
         self.waiters.seen(event)
         self.progress.message_finished()
-        self._delivery.send(event, self.tasks)
+        self._delivery.send(self._session, event, self.tasks)
 
     def speech_reported(self) -> None:
         self._speeches -= 1
@@ -171,7 +172,7 @@ class PlaybackTracker:
             session.on(name, fn)  # type: ignore[arg-type]
         self._playback.tracker_attached()
         if _livekit.session_started(session):
-            self._playback.install()
+            self._playback.install(session)
             self._watch_agent()
         # else: RoomIO and the recorder install their outputs inside start(); the tracker
         # goes on top at the first speech (the greeting of on_enter, usually)
@@ -352,7 +353,7 @@ class PlaybackTracker:
     def _on_speech_created(self, ev: SpeechCreatedEvent) -> None:
         # Emitted before the speech's task reads session.output.audio: the moment to be on
         # top of the chain, whatever RoomIO, the recorder or the app put there before.
-        guarded(self._playback.install)
+        guarded(self._playback.install, self._session)
         source: Source = "say" if ev.source == "say" else "llm"
         if self._playback.ledger.admit(ev.speech_handle, source, self._reporter):
             self._reporter.admitted()
@@ -375,7 +376,7 @@ class PlaybackTracker:
     def _reporting_done(self) -> None:
         # Every speech reported: the output may leave the chain's top at once (if no other
         # tracker uses it); what is queued is delivered, then the tracker closes.
-        self._playback.tracker_closed()
+        self._playback.tracker_closed(self._session)
         self._loop.call_soon(self._close)
 
     def _close(self) -> None:
