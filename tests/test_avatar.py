@@ -679,13 +679,6 @@ class TestTurnAfterAnInterruption:
         assert run.states == [*first_turn, "thinking", "speaking", "listening"]
         assert run.leftover == []
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="engine: the stray lk.playback_started the runner sends after a clear is "
-        "bound to the next segment (started_at is that stray report's time); intended: a "
-        "stray start after a clear is never bound to the next segment, whose start is then "
-        "an estimate (started_at_estimated=True)",
-    )
     async def test_stray_start_is_not_the_next_turns_start(self) -> None:
         scripts = (THREE, NEXT)
         run = await play(

@@ -11,6 +11,7 @@ import contextvars
 import inspect
 from typing import Any
 
+from livekit import rtc
 from livekit.agents import AgentSession
 from livekit.agents.llm import LLMStream
 from livekit.agents.utils import aio
@@ -176,3 +177,24 @@ class TestPrivateNamesForLiveProgress:
         source = inspect.getsource(synchronizer._SegmentSynchronizerImpl._capture_task)
         assert "self._next_in_chain.capture_text(text)" in source
         assert "self._next_in_chain.flush()" in source
+
+
+class TestPrivateNamesForAvatars:
+    """The avatar output's flag for waiting on the worker's start reports still exists."""
+
+    def test_wait_playback_start_flag(self) -> None:
+        from livekit.agents.voice.avatar import DataStreamAudioOutput
+
+        source = inspect.getsource(DataStreamAudioOutput.__init__)
+        assert "self._wait_playback_start = wait_playback_start" in source
+        assert "wait_playback_start" in inspect.signature(DataStreamAudioOutput).parameters
+        # found through the tracker's output and any wrapper over the avatar's output
+        output = DataStreamAudioOutput.__new__(DataStreamAudioOutput)  # no room needed here
+        rtc.EventEmitter.__init__(output)
+        output._wait_playback_start = True
+        output._next_in_chain = None
+        top = TransparentOutput(output, label="top")
+        assert _livekit.reports_remote_starts(top)
+        output._wait_playback_start = False
+        assert not _livekit.reports_remote_starts(top)
+        assert not _livekit.reports_remote_starts(TransparentOutput(SimulatedSink(), label="t"))

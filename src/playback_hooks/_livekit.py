@@ -16,6 +16,7 @@ from livekit.agents import AgentSession
 from livekit.agents.llm import ChatChunk, LLMStream
 from livekit.agents.voice import agent_activity as _agent_activity
 from livekit.agents.voice import io as _io
+from livekit.agents.voice.avatar import DataStreamAudioOutput
 from livekit.agents.voice.io import (
     AgentOutput,
     AudioOutput,
@@ -31,6 +32,7 @@ __all__ = [
     "install_quietly",
     "is_capture_cancelled",
     "pass_cancelled_up",
+    "reports_remote_starts",
     "send_chat_chunk",
     "session_started",
     "speech_context",
@@ -78,6 +80,22 @@ def install_quietly(output: AgentOutput, audio: AudioOutput | None) -> None:
 def session_started(session: AgentSession[Any]) -> bool:
     """Whether ``session.start()`` has completed (``AgentSession._started``, 1.8.0 - 1.8.9)."""
     return bool(getattr(session, "_started", False))
+
+
+def reports_remote_starts(top: AudioOutput) -> bool:
+    """Whether the chain under ``top`` ends in livekit's ``DataStreamAudioOutput`` waiting
+    for the avatar worker's ``lk.playback_started`` reports.
+
+    ``DataStreamAudioOutput._wait_playback_start``: 1.8.0 - 1.8.9. Where missing, the output
+    is taken not to wait (livekit then reports each start itself, when it pushes the first
+    frame).
+    """
+    node: AudioOutput | None = top
+    while node is not None:
+        if isinstance(node, DataStreamAudioOutput):
+            return bool(getattr(node, "_wait_playback_start", False))
+        node = node.next_in_chain
+    return False
 
 
 def is_capture_cancelled(ev: PlaybackFinishedEvent) -> bool:

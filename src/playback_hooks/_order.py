@@ -114,11 +114,6 @@ class PlaybackOrder:
 
     # -- live progress ------------------------------------------------------------------------
 
-    def pushed(self, msg: Message, seconds: float) -> None:
-        """``seconds`` more of ``msg``'s audio were handed to the sink."""
-        if msg.playhead is not None:
-            msg.playhead.pushed += seconds
-
     def run_played(self, msg: Message, started_at: float, duration: float, now: float) -> None:
         """The sink reports a run of ``msg``'s audio that played."""
         if msg.playhead is not None:

@@ -109,6 +109,43 @@ class TransparentOutput(AudioOutput):
         """The source of the segment being captured was cut short (TTS error)."""
 
 
+class _StrayStarts:
+    """Tells a remote sink's stray start report after a clear from the next segment's start.
+
+    livekit's avatar worker (``AvatarRunner``, behind ``DataStreamAudioOutput`` built with
+    ``wait_playback_start=True``) may answer a clear that cut a playing segment with one
+    more ``lk.playback_started``, for the segment it just cleared, and then send none for
+    the next segment. The first start reported after such a clear, up to one round trip
+    (as long as the clear took to be answered) plus ``MARGIN`` after the cleared segment's
+    end, is taken for that stray report: the next message is then reported heard at its end,
+    with an estimated start. A real start reported that early after an interruption is
+    taken for a stray one too; its message gets the estimate.
+    """
+
+    MARGIN = 0.2  # the runner sends it 16 - 100 ms after the clear reaches it
+
+    def __init__(self) -> None:
+        self._cleared_at: float | None = None  # a clear cut a started segment then
+        self._until: float | None = None  # a stray report may come until then
+
+    def cleared(self, now: float) -> None:
+        """The output was cleared while a segment that had started was open."""
+        self._cleared_at, self._until = now, None
+
+    def finished(self, now: float) -> None:
+        """The sink reported a segment's end."""
+        if self._cleared_at is not None and self._until is None:
+            self._until = now + (now - self._cleared_at) + self.MARGIN
+
+    def is_stray(self, now: float) -> bool:
+        """Whether a start report arriving ``now`` is the stray one (expected once)."""
+        if self._cleared_at is None:
+            return False
+        stray = self._until is None or now <= self._until
+        self._cleared_at = self._until = None
+        return stray
+
+
 class TrackingOutput(TransparentOutput):
     """Forwards everything; tells the ledger which segment is which and what the sink said.
 
@@ -119,8 +156,7 @@ class TrackingOutput(TransparentOutput):
     them twice.
 
     After a segment's first frame, livekit's ``capture_frame`` calls for the rest of the
-    segment reach the output below directly, unless the segment's progress is followed
-    (then each frame's duration is counted on the way, for the position's cap).
+    segment reach the output below directly, until the segment's ``flush()``.
     """
 
     def __init__(self, ledger: Ledger, below: AudioOutput) -> None:
@@ -136,6 +172,8 @@ class TrackingOutput(TransparentOutput):
         # the words the chain's transcription synchronizer shows, once progress is followed
         self._synchronizer = _livekit.transcript_synchronizer(below)
         self._word_tap: WordTap | None = None
+        self._head_started = False  # the sink reported the oldest open segment's start
+        self._stray = _StrayStarts() if _livekit.reports_remote_starts(below) else None
 
     @property
     def below(self) -> AudioOutput:
@@ -145,12 +183,7 @@ class TrackingOutput(TransparentOutput):
     # -- the frame path ---------------------------------------------------------------------
 
     async def capture_frame(self, frame: rtc.AudioFrame) -> None:
-        if self._segment_open:
-            # only while the segment's audio is counted (its progress is followed)
-            await self._below.capture_frame(frame)
-            if self._capturing is not None:
-                self._order.pushed(self._capturing, frame.duration)
-            return
+        # the first frame of a segment: the rest go to the output below directly
         self._segment_open = True
         msg = guarded(self._bind_with_audio)
         self._capturing = msg
@@ -168,11 +201,9 @@ class TrackingOutput(TransparentOutput):
         # Counted once the sink accepted the frame, unlike the usual base-first order (the
         # base class's bookkeeping only: the forwarding is done here).
         await AudioOutput.capture_frame(self, frame)
-        if msg is not None and msg.followed:
-            self._order.pushed(msg, frame.duration)
-        else:
-            # the rest of the segment goes to the output below without passing through here
-            self.__dict__["capture_frame"] = self._below.capture_frame
+        # livekit looks the method up on this object for every frame: until the segment's
+        # flush, it finds the output below's own, and no code of the tracker runs per frame
+        self.__dict__["capture_frame"] = self._below.capture_frame
 
     def flush(self) -> None:
         self.__dict__.pop("capture_frame", None)
@@ -222,22 +253,28 @@ class TrackingOutput(TransparentOutput):
             guarded(self._order.truncated, self._capturing)
 
     def _below_started(self, ev: PlaybackStartedEvent) -> None:
+        stray = self._stray is not None and self._stray.is_stray(time.time())
         if not self._segments:
             return  # not a segment of ours
-        # The ledger first, then the report goes up to livekit: both queue their callbacks
-        # for the next loop iteration, so the app's handlers are not behind livekit's own
-        # first-frame listener (agent_state_changed -> speaking).
-        msg = self._segments[0]
-        if msg is not None:
-            guarded(self._order.segment_started, msg, ev.created_at)
-        if self._word_tap is not None:
-            self._word_tap.follow(msg)
-        super()._below_started(ev)
+        if not stray:
+            # The ledger first, then the report goes up to livekit: both queue their
+            # callbacks for the next loop iteration, so the app's handlers are not behind
+            # livekit's own first-frame listener (agent_state_changed -> speaking).
+            self._head_started = True
+            msg = self._segments[0]
+            if msg is not None:
+                guarded(self._order.segment_started, msg, ev.created_at)
+            if self._word_tap is not None:
+                self._word_tap.follow(msg)
+        super()._below_started(ev)  # livekit takes it as it comes, stray or not
 
     def _below_finished(self, ev: PlaybackFinishedEvent) -> None:
         if not self._segments:
             return  # not a segment of ours
         msg = self._segments.popleft()
+        self._head_started = False
+        if self._stray is not None:
+            self._stray.finished(time.time())
         super()._below_finished(ev)
         if msg is not None:
             guarded(
@@ -252,6 +289,7 @@ class TrackingOutput(TransparentOutput):
         if not self._segments:
             return
         msg = self._segments.popleft()
+        self._head_started = False
         super()._below_cancelled(ev)
         if msg is not None:
             guarded(self._order.segment_finished, msg, 0.0, interrupted=True, transcript=None)
@@ -277,6 +315,8 @@ class TrackingOutput(TransparentOutput):
         super().clear_buffer()
         if self._segments:
             guarded(self._each_segment, self._order.cleared)
+            if self._stray is not None and self._head_started:
+                self._stray.cleared(time.time())
 
     def pause(self) -> None:
         super().pause()

@@ -5,7 +5,7 @@ at a pause, a buffer underrun, a clear and the end of playout; a sink proxy when
 swapped), never periodically, and a bare sink may report none at all. So the position of a
 message that is playing is::
 
-    position(t) = played + clock(t), capped at pushed, never below the last value observed
+    position(t) = played + clock(t), never below the last value observed
 
 - ``played``: the sum of the durations of the runs the sink reported for the message's
   segment (a run's ``offset`` is not added: audio the sink discarded is skipped there).
@@ -16,9 +16,11 @@ message that is playing is::
   report, that is when the next frame arrives). Paused time is the time between the
   output's ``pause()`` and ``resume()``. An interruption (``clear_buffer()``) stops the
   clock for good.
-- ``pushed``: the seconds of audio the tracker handed to the chain below it for the
-  segment (counted frame by frame, only while progress is wanted); the cap never cuts a
-  reported run.
+
+Nothing caps the clock at the audio handed to the sink: counting it would put the tracker
+in the path of every frame. If the TTS falls behind real time mid-message, the estimate
+runs ahead of the audio until the sink reports the stall (RoomIO's output does when the
+next frame arrives), then holds until playback catches up.
 """
 
 from __future__ import annotations
@@ -31,8 +33,7 @@ class Playhead:
 
     Attributes:
         followed: Progress events are wanted for this message (decided when its first frame
-            was forwarded); only then are its frames counted and its words kept.
-        pushed: Seconds of audio handed below for the segment (0 while not ``followed``).
+            was forwarded); only then are its words kept.
         heard_text: The words shown so far, None when words are not followed.
     """
 
@@ -46,12 +47,10 @@ class Playhead:
         "_stopped_at",
         "followed",
         "heard_text",
-        "pushed",
     )
 
     def __init__(self, *, followed: bool, keep_words: bool, paused_at: float | None) -> None:
         self.followed = followed
-        self.pushed = 0.0
         self.heard_text: str | None = "" if keep_words else None
         self._started_at: float | None = None
         self._anchor = 0.0
@@ -103,8 +102,6 @@ class Playhead:
         end = now if self._stopped_at is None else min(now, self._stopped_at)
         clock = max(0.0, end - self._anchor - self._paused_between(self._anchor, end))
         position = self._played + clock
-        if self.followed:
-            position = min(position, max(self.pushed, self._played))
         if position > self._last:
             self._last = position
         return self._last
