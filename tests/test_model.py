@@ -5,8 +5,8 @@ The chain is either the bare sink or livekit's transcription synchronizer over i
 machine also shows words below the synchronizer's text output, reports played runs, pauses
 and resumes the output and asks ``now_playing()``, and checks live progress after every step:
 progress between its message's started and finished events, position / heard_text / at never
-going backwards, positions within the runs the sink reported plus the time since it started, words only in the message whose
-segment was playing when they were shown.
+going backwards, positions within the runs the sink reported plus the time since it started,
+words only in the message whose segment was playing when they were shown.
 
 ``make test`` runs a bounded number of examples; ``make fuzz`` runs thousands
 (``PLAYBACK_HOOKS_FUZZ_EXAMPLES``) and prints ``fuzz: N examples, M failures`` last.
@@ -572,8 +572,9 @@ class TrackerMachine(RuleBasedStateMachine):
     @invariant()
     def progress_holds(self) -> None:
         """Progress comes between its message's started and finished events; position,
-        heard_text and at never go backwards; positions stay within the runs the sink reported plus the time since it started;
-        a word shown is in the message whose segment was playing, never in another."""
+        heard_text and at never go backwards; positions stay within the runs the sink reported
+        plus the time since it started; a word shown is in the message whose segment was
+        playing, never in another."""
         state: dict[tuple[str, int], str] = {}
         last: dict[tuple[str, int], ph.MessagePlaybackProgressed] = {}
         started_at: dict[tuple[str, int], float] = {}
