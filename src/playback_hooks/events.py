@@ -113,9 +113,8 @@ class MessagePlaybackProgressed:
         metadata: Same as ``MessagePlaybackStarted.metadata``.
         position: Seconds of *this* message heard so far, paused time and audio the sink
             discarded left out: the runs the sink reported as played, plus the time since
-            the last of them (or since the start), capped at the audio handed to the sink
-            for the message. An estimate between two reports of the sink; see
-            "Live progress" in the docs for the exact rule.
+            the last of them (or since the start), not paused. An estimate between two
+            reports of the sink; see "Live progress" in the docs for the exact rule.
         heard_text: The words of this message the user has been shown so far, exactly as
             livekit's transcription synchronizer released them to the transcription output;
             None when no synchronizer is in the output chain (or the message began playing
