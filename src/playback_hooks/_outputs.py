@@ -24,7 +24,7 @@ from livekit.agents.voice.io import (
 from . import _livekit
 from ._ledger import Ledger
 from ._listeners import listener
-from ._log import LABEL, guarded
+from ._log import LABEL, guarded, logger
 from ._messages import Message
 from ._words import WordTap
 
@@ -174,6 +174,7 @@ class TrackingOutput(TransparentOutput):
         self._word_tap: WordTap | None = None
         self._head_started = False  # the sink reported the oldest open segment's start
         self._stray = _StrayStarts() if _livekit.reports_remote_starts(below) else None
+        self._warned_start_not_reported = False
 
     @property
     def below(self) -> AudioOutput:
@@ -272,9 +273,11 @@ class TrackingOutput(TransparentOutput):
         if not self._segments:
             return  # not a segment of ours
         msg = self._segments.popleft()
-        self._head_started = False
         if self._stray is not None:
             self._stray.finished(time.time())
+            if not self._head_started and ev.playback_position > 0:
+                self._start_not_reported()
+        self._head_started = False
         super()._below_finished(ev)
         if msg is not None:
             guarded(
@@ -301,6 +304,18 @@ class TrackingOutput(TransparentOutput):
         msg = self._segments[0]
         if msg is not None:
             guarded(self._order.run_played, msg, ev.started_at, ev.duration, time.time())
+
+    def _start_not_reported(self) -> None:
+        if self._warned_start_not_reported:
+            return
+        self._warned_start_not_reported = True
+        logger.warning(
+            "the avatar worker reported a segment played without reporting when it started "
+            "(lk.playback_started); such messages are reported heard with an estimated "
+            "started_at (started_at_estimated=True). If every message shows this, the "
+            "worker never sends lk.playback_started: build DataStreamAudioOutput with "
+            "wait_playback_start=False, or make the worker send it"
+        )
 
     def _segment_refused(self, msg: Message | None) -> None:
         if self._segments and self._segments[-1] is msg:
