@@ -24,6 +24,7 @@ the last one (the source's queue holds 100 ms), counting the audio it queued as 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -46,11 +47,13 @@ from livekit.agents.voice.io import (
 )
 from livekit.agents.voice.speech_handle import SpeechHandle
 from livekit.agents.voice.transcription import TranscriptSynchronizer
+from livekit.rtc.participant import PublishDataError
 
 import playback_hooks as ph
 from playback_hooks.testing import (
     AvatarWorker,
     EventCollector,
+    LinkedRoom,
     RealtimeItem,
     RoomPair,
     ScriptedLLM,
@@ -58,6 +61,7 @@ from playback_hooks.testing import (
     SineTTS,
     Transmission,
 )
+from playback_hooks.testing.room import LinkedLocalParticipant
 
 from .agents import Item, ScriptAgent, boundary
 from .chains import RecordingTextOutput
@@ -813,7 +817,8 @@ class TestRealtime:
 
 
 class TestRoomPair:
-    """The pair carries byte streams, RPC (with livekit's errors) and presence, in order."""
+    """The pair carries byte streams, RPC (with livekit's errors), presence and data packets,
+    in order."""
 
     async def test_rpc_answers_and_errors(self) -> None:
         async with RoomPair() as pair:
@@ -1012,6 +1017,98 @@ class TestRoomPair:
             # time.time() against the loop's clock: a millisecond of slack
             assert header.delivered_at - header.sent_at >= 0.05 - 0.001
             assert call.delivered_at >= header.delivered_at
+
+    def test_publish_data_has_livekits_signature(self) -> None:
+        ours = inspect.signature(LinkedLocalParticipant.publish_data).parameters
+        theirs = inspect.signature(rtc.LocalParticipant.publish_data).parameters
+        assert [(p.name, p.kind) for p in ours.values()] == [
+            (p.name, p.kind) for p in theirs.values()
+        ]
+        defaults = {n: p.default for n, p in ours.items() if n != "destination_identities"}
+        assert defaults == {
+            n: p.default for n, p in theirs.items() if n != "destination_identities"
+        }
+        assert list(ours["destination_identities"].default) == []
+        assert list(theirs["destination_identities"].default) == []
+
+    async def test_data_packets_and_their_reliability(self) -> None:
+        async with RoomPair(avatar_identity="frontend", latency=0.01) as pair:
+            to_frontend, to_agent = Inbox(pair.avatar_room), Inbox(pair.agent_room)
+            agent = pair.agent_room.local_participant
+            await agent.publish_data("héllo", topic="t")
+            await agent.publish_data(b"\x00\xff", reliable=False)
+            await agent.publish_data("not for you", destination_identities=["someone-else"])
+            await agent.publish_data("for you", destination_identities=["frontend"], topic="t")
+            await pair.avatar_room.local_participant.publish_data("ack", topic="back")
+            got = await to_frontend.wait(3)
+            (back,) = await to_agent.wait(1)
+
+            assert [(p.data, p.kind, p.topic) for p in got] == [
+                ("héllo".encode(), rtc.DataPacketKind.KIND_RELIABLE, "t"),
+                (b"\x00\xff", rtc.DataPacketKind.KIND_LOSSY, ""),
+                (b"for you", rtc.DataPacketKind.KIND_RELIABLE, "t"),
+            ]
+            assert all(type(p) is rtc.DataPacket for p in [*got, back])
+            assert [p.participant.identity for p in got if p.participant] == ["agent"] * 3
+            assert back.participant is not None and back.participant.identity == "frontend"
+            sender: object = pair.agent_room.remote_participants["frontend"]
+            assert back.participant is sender
+            # every packet recorded, with its reliability; the one for nobody here is not
+            record = [
+                (d.kind, d.sender, d.receiver, d.name, d.payload, d.size, d.reliable)
+                for d in pair.transmissions
+            ]
+            assert record == [
+                ("data", "agent", "frontend", "t", "héllo", 6, True),
+                ("data", "agent", "frontend", "", "\x00\ufffd", 2, False),
+                ("data", "agent", "frontend", "t", "for you", 7, True),
+                ("data", "frontend", "agent", "back", "ack", 3, True),
+            ]
+            assert [d.payload for d in pair.packets("t")] == ["héllo", "for you"]
+            # time.time() against the loop's clock: a millisecond of slack
+            assert all(d.delivered_at - d.sent_at >= 0.01 - 0.001 for d in pair.packets())
+
+    async def test_data_packets_not_connected_or_alone(self) -> None:
+        pair = RoomPair()
+        with pytest.raises(PublishDataError):
+            await pair.agent_room.local_participant.publish_data("x")
+        await pair.connect()
+        left = asyncio.Event()
+        pair.agent_room.on("participant_disconnected", lambda p: left.set())
+        await pair.avatar_room.disconnect()
+        await asyncio.wait_for(left.wait(), 5)
+        # alone in the room: sent to nobody, and no error
+        await pair.agent_room.local_participant.publish_data("x")
+        await pair.connect()  # back, and seen by the agent
+        await pair.agent_room.local_participant.publish_data("y")
+        (packet,) = await Inbox(pair.avatar_room).wait(1)
+        await pair.aclose()
+        assert packet.data == b"y"
+        assert [d.payload for d in pair.packets()] == ["y"]
+
+
+class Inbox:
+    """The data packets one side received, in order."""
+
+    def __init__(self, room: LinkedRoom) -> None:
+        self.packets: list[rtc.DataPacket] = []
+        self._changed = asyncio.Event()
+        room.on("data_received", self._on_data)
+
+    def _on_data(self, packet: rtc.DataPacket) -> None:
+        self.packets.append(packet)
+        self._changed.set()
+
+    async def wait(self, count: int) -> list[rtc.DataPacket]:
+        """Wait until ``count`` packets arrived; return them all."""
+
+        async def _wait() -> None:
+            while len(self.packets) < count:
+                self._changed.clear()
+                await self._changed.wait()
+
+        await asyncio.wait_for(_wait(), 5)
+        return self.packets
 
 
 # -- the docs recipe ---------------------------------------------------------------------

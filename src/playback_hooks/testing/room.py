@@ -1,26 +1,34 @@
-"""Two linked in-process rooms: what livekit's avatar I/O sends between agent and avatar.
+"""Two linked in-process rooms: what passes between the agent and one other participant.
 
 livekit's avatar plugins send the agent's audio to an avatar worker through
 ``DataStreamAudioOutput``; the worker receives it with ``DataStreamAudioReceiver``, plays it
 with ``AvatarRunner`` and reports back over RPC. ``RoomPair`` carries what passes between
 those two participants, in process, so that all of livekit's avatar code runs unchanged with
-no LiveKit server. Each side gets a ``LinkedRoom`` to pass where livekit wants an
-``rtc.Room`` (``LinkedRoom.as_rtc_room()`` types it as one).
+no LiveKit server. It also carries data packets (``publish_data()``), so the other side can
+stand for the app's frontend receiving what the agent publishes. Each side gets a
+``LinkedRoom`` to pass where livekit wants an ``rtc.Room`` (``LinkedRoom.as_rtc_room()``
+types it as one).
 
 Which part of ``rtc.Room`` it provides: exactly the members that livekit-agents 1.8's avatar
 code touches (``DataStreamAudioOutput``, ``DataStreamAudioReceiver``, ``AvatarRunner``,
 ``AvatarSession`` outside a job, and the ``utils.wait_for_participant()`` /
-``utils.wait_for_track_publication()`` calls they make), and nothing else:
+``utils.wait_for_track_publication()`` calls they make), data packets, and nothing else:
 
 - ``Room``: ``isconnected()``, ``on()`` / ``off()``, ``local_participant``,
   ``remote_participants``, ``register_byte_stream_handler()``, ``name``.
-- Events it emits: ``connection_state_changed``, ``participant_active`` (after
-  ``participant_connected``), ``participant_disconnected``, ``track_published``,
-  ``local_track_published``; also ``connected`` and ``disconnected`` on its own connection.
+- Events it emits: ``connection_state_changed``, ``participant_connected`` then
+  ``participant_active``, ``participant_disconnected``, ``track_published``,
+  ``local_track_published``, ``data_received`` (with a real ``rtc.DataPacket``: ``data``
+  as bytes, ``kind`` ``rtc.DataPacketKind.KIND_RELIABLE`` or ``KIND_LOSSY``, the sender as
+  ``participant``, ``topic``); also ``connected`` and ``disconnected`` on its own
+  connection.
 - ``LocalParticipant``: ``identity``, ``register_rpc_method()`` (also as a decorator),
-  ``perform_rpc()``, ``stream_bytes()``, ``publish_track()``, ``track_publications``, and
-  the private dict ``_rpc_handlers``, which livekit's avatar code reads to register its
-  RPC methods only once.
+  ``perform_rpc()``, ``stream_bytes()``, ``publish_track()``, ``track_publications``,
+  ``publish_data(payload, *, reliable=True, destination_identities=[], topic="")`` (the
+  signature of livekit (rtc) 1.1.17 - 1.1.21: a ``str`` payload is sent as UTF-8, an empty
+  ``destination_identities`` sends to everyone, a room that is not connected raises
+  ``PublishDataError``), and the private dict ``_rpc_handlers``, which livekit's avatar
+  code reads to register its RPC methods only once.
 - ``RemoteParticipant``: ``identity``, ``kind``, ``state``, ``track_publications``.
 - Track publications: ``kind`` (and ``sid``, ``name``); ``wait_for_subscription()``
   returns at once, as if a user were subscribed.
@@ -38,9 +46,10 @@ code touches (``DataStreamAudioOutput``, ``DataStreamAudioReceiver``, ``AvatarRu
 
 Everything travels one way at a time, first in first out, ``RoomPair.latency`` seconds late
 (0 by default: the next loop iteration): stream headers, chunks and trailers, RPC calls and
-answers, and the news that a participant joined, published a track or left. Every
-transmission delivered is kept in ``RoomPair.transmissions``, with the times it was sent and
-delivered.
+answers, data packets, and the news that a participant joined, published a track or left.
+A real room may drop a lossy packet (``reliable=False``) or deliver it out of order; the
+pair delivers every packet, in order, and records its ``reliable`` flag. Every transmission
+delivered is kept in ``RoomPair.transmissions``, with the times it was sent and delivered.
 """
 
 from __future__ import annotations
@@ -52,12 +61,13 @@ import itertools
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType, TracebackType
 from typing import Any, Literal, TypeVar, cast, overload
 
 from livekit import rtc
+from livekit.rtc.participant import PublishDataError
 
 __all__ = [
     "Transmission",
@@ -77,7 +87,9 @@ logger = logging.getLogger("playback_hooks.testing.room")
 RpcHandler = Callable[[rtc.RpcInvocationData], Any]
 _H = TypeVar("_H", bound=RpcHandler)
 
-TransmissionKind = Literal["rpc", "rpc_response", "stream_header", "stream_chunk", "stream_trailer"]
+TransmissionKind = Literal[
+    "rpc", "rpc_response", "stream_header", "stream_chunk", "stream_trailer", "data"
+]
 """What a ``Transmission`` carried."""
 
 # livekit's limit for an RPC request or response payload, in bytes (UTF-8)
@@ -109,16 +121,21 @@ class Transmission:
 
     Attributes:
         kind: ``"rpc"`` (a call reaching the callee), ``"rpc_response"`` (its answer reaching
-            the caller), ``"stream_header"``, ``"stream_chunk"`` or ``"stream_trailer"``.
+            the caller), ``"stream_header"``, ``"stream_chunk"``, ``"stream_trailer"`` or
+            ``"data"`` (a data packet, ``publish_data()``).
         sender: The identity of the participant that sent it.
         receiver: The identity of the participant it was delivered to.
-        name: The RPC method, or the stream's topic.
-        id: The RPC request id, or the stream id.
-        payload: The RPC payload or response payload (``""`` for streams).
+        name: The RPC method, or the stream's or data packet's topic.
+        id: The RPC request id, the stream id, or the data packet's own id.
+        payload: The RPC payload or response payload, a data packet's bytes decoded as UTF-8
+            (invalid bytes replaced); ``""`` for streams.
         error: The ``rtc.RpcError`` code of an answer that is an error, else None.
-        size: The bytes in a stream chunk (0 for the rest).
+        size: The bytes in a stream chunk or a data packet (0 for the rest).
         sent_at: When it was sent (``time.time()``).
         delivered_at: When it arrived (``time.time()``).
+        reliable: False for a data packet published with ``reliable=False`` (lossy: a real
+            room may drop it, the pair delivers it all the same); True for everything else
+            (livekit sends streams and RPC reliably).
     """
 
     kind: TransmissionKind
@@ -131,6 +148,7 @@ class Transmission:
     size: int
     sent_at: float
     delivered_at: float
+    reliable: bool = True
 
 
 class _Link:
@@ -363,6 +381,28 @@ class LinkedLocalParticipant:
         room._announce_track(publication)
         return publication
 
+    async def publish_data(
+        self,
+        payload: bytes | str,
+        *,
+        reliable: bool = True,
+        destination_identities: Sequence[str] = (),
+        topic: str = "",
+    ) -> None:
+        """Send a data packet to ``destination_identities`` (everyone when empty).
+
+        The receiving side emits ``data_received`` with an ``rtc.DataPacket``. A lossy packet
+        (``reliable=False``) is delivered like the others, and recorded as lossy.
+
+        Raises:
+            PublishDataError: The room is not connected (``livekit.rtc.participant``).
+        """
+        room = self._room
+        if not room.isconnected():
+            raise PublishDataError("room is not connected")
+        data = payload.encode("utf-8") if isinstance(payload, str) else bytes(payload)
+        room._send_data(data, reliable, list(destination_identities), topic)
+
     def __repr__(self) -> str:
         return f"LinkedLocalParticipant(identity={self.identity!r})"
 
@@ -370,7 +410,8 @@ class LinkedLocalParticipant:
 class LinkedRoom(rtc.EventEmitter[str]):
     """One side of a ``RoomPair``: stands in for the ``rtc.Room`` that side is connected to.
 
-    It provides only what livekit's avatar I/O uses (listed in the module docstring).
+    It provides only what livekit's avatar I/O uses, and data packets (listed in the module
+    docstring).
     """
 
     def __init__(self, pair: RoomPair, identity: str, name: str) -> None:
@@ -566,6 +607,50 @@ class LinkedRoom(rtc.EventEmitter[str]):
             reader_or_none.info.attributes = merged
             reader_or_none._push(None)
 
+    # -- data packets ------------------------------------------------------------------------
+
+    def _send_data(self, data: bytes, reliable: bool, destinations: list[str], topic: str) -> None:
+        peer = self._pair._peer(self)
+        if peer.identity not in self._remote or (
+            destinations and peer.identity not in destinations
+        ):
+            return  # nobody to send it to
+        packet_id = f"DP_{next(self._pair._ids)}"
+        sent_at = time.time()
+        sender = self.identity
+
+        def deliver() -> None:
+            peer._data_delivered(sender, packet_id, data, reliable, topic, sent_at)
+
+        self._pair._link(self).send(deliver)
+
+    def _data_delivered(
+        self, sender: str, packet_id: str, data: bytes, reliable: bool, topic: str, sent_at: float
+    ) -> None:
+        participant = self._remote.get(sender)
+        if not self.isconnected() or participant is None:
+            return
+        self._pair._record(
+            "data",
+            sender,
+            self.identity,
+            topic,
+            packet_id,
+            data.decode("utf-8", errors="replace"),
+            None,
+            len(data),
+            sent_at,
+            reliable=reliable,
+        )
+        kind = rtc.DataPacketKind.KIND_RELIABLE if reliable else rtc.DataPacketKind.KIND_LOSSY
+        packet = rtc.DataPacket(
+            data=data,
+            kind=kind,
+            participant=cast(rtc.RemoteParticipant, participant),
+            topic=topic,
+        )
+        self.emit("data_received", packet)
+
     # -- RPC ---------------------------------------------------------------------------------
 
     async def _perform_rpc(
@@ -681,12 +766,14 @@ class RoomPair:
     ``agent_room`` and ``avatar_room`` are the two sides' ``LinkedRoom``s; pass
     ``agent_room.as_rtc_room()`` to ``DataStreamAudioOutput`` and ``avatar_room`` to
     ``AvatarWorker`` (or ``avatar_room.as_rtc_room()`` to livekit's receiver and runner).
-    Both start disconnected: ``await pair.connect()``, or ``async with RoomPair() as pair``,
-    which also disconnects both at the end.
+    The other side can also stand for the app's frontend (``RoomPair(avatar_identity=
+    "frontend")``), listening to ``data_received`` on ``avatar_room`` for what the agent
+    publishes with ``publish_data()``. Both start disconnected: ``await pair.connect()``,
+    or ``async with RoomPair() as pair``, which also disconnects both at the end.
 
     Args:
         agent_identity: The agent's participant identity.
-        avatar_identity: The avatar worker's participant identity.
+        avatar_identity: The identity of the other participant (the avatar worker).
         latency: Seconds every transmission takes from one side to the other (one way).
         name: The room's name, on both sides.
     """
@@ -771,6 +858,12 @@ class RoomPair:
             if d.kind == "rpc" and (method is None or d.name == method)
         ]
 
+    def packets(self, topic: str | None = None) -> list[Transmission]:
+        """The data packets delivered (on ``topic``, or all), in the order they arrived."""
+        return [
+            d for d in self.transmissions if d.kind == "data" and (topic is None or d.name == topic)
+        ]
+
     async def wait_for_rpc(
         self, method: str, count: int = 1, *, timeout: float = 10.0
     ) -> list[Transmission]:
@@ -816,10 +909,22 @@ class RoomPair:
         error: int | None,
         size: int,
         sent_at: float,
+        *,
+        reliable: bool = True,
     ) -> None:
         self.transmissions.append(
             Transmission(
-                kind, sender, receiver, name, ident, payload, error, size, sent_at, time.time()
+                kind,
+                sender,
+                receiver,
+                name,
+                ident,
+                payload,
+                error,
+                size,
+                sent_at,
+                time.time(),
+                reliable,
             )
         )
         self._notify()
