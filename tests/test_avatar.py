@@ -9,12 +9,14 @@ room's transcription output (tests/chains.py). The avatar side is ``AvatarWorker
 livekit's ``DataStreamAudioReceiver`` and ``AvatarRunner`` playing into a real
 ``rtc.AudioSource``, started before the session as livekit documents it.
 
-Every scenario runs twice, without the tracker and then with it (attached before
-``start()``): livekit's side of both runs is the same (the avatar's segments and their
-audio, the RPCs, what the output reported, the agent's states, the conversation items, the
-transcript, ``wait_for_playout()``), and the tracked run's events are checked against what
-the output itself reported. Cases the engine does not handle yet are written as they
-should behave and marked ``xfail(strict=True)``.
+Every scenario of ``play()`` runs twice, without the tracker and then with it (attached
+before ``start()``): livekit's side of both runs is the same (the avatar's segments and
+their audio, the RPCs, what the output reported, the agent's states, the conversation
+items, the transcript, ``wait_for_playout()``), and the tracked run's events are checked
+against what the output itself reported. A few tests look only at what playback_hooks
+reports, and run once: what it reports while a worker never sends starts, the order of
+``attach()``, the avatar and the session, and a worker without livekit's runner
+(``PromptWorker``) for the starts that follow an interruption.
 
 livekit's ``AvatarRunner`` reports ``lk.playback_started`` once it has queued a segment's
 first frame into its ``rtc.AudioSource`` and ``lk.playback_finished`` once it has queued
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -35,7 +38,12 @@ from typing import Any, Literal
 import pytest
 from livekit import rtc
 from livekit.agents import Agent, AgentSession, llm
-from livekit.agents.voice.avatar import AvatarSession, DataStreamAudioOutput
+from livekit.agents.voice.avatar import (
+    AudioSegmentEnd,
+    AvatarSession,
+    DataStreamAudioOutput,
+    DataStreamAudioReceiver,
+)
 from livekit.agents.voice.events import (
     AgentStateChangedEvent,
     ConversationItemAddedEvent,
@@ -82,6 +90,9 @@ FRAME = 0.1
 # scheduling only (the room runs the handler in a new task, as livekit's does); 50 ms
 # leaves room for a loaded two-core machine.
 SCHEDULING = 0.05
+# How long after the end of a segment cut by a clear, beyond one round trip, playback_hooks
+# still takes a start report for livekit's runner's stray one (_outputs._StrayStarts.MARGIN)
+STRAY_MARGIN = 0.2
 
 M1 = "First part, short."
 M2 = "Second part is a rather long sentence that takes a while to play out."
@@ -195,8 +206,13 @@ async def play(
     latency: float = 0.0,
     sends_playback_started: bool = True,
     model: llm.LLM[Any] | llm.RealtimeModel | None = None,
+    progress_interval: float | None = None,
 ) -> AvatarRun:
-    """Run ``scenario`` on a fresh room pair, avatar worker and session; close them all."""
+    """Run ``scenario`` on a fresh room pair, avatar worker and session; close them all.
+
+    With ``progress_interval``, the tracker is attached with it and the collector receives
+    the progress events too.
+    """
     pair = RoomPair(latency=latency)
     await pair.connect()
     worker = AvatarWorker(
@@ -222,8 +238,9 @@ async def play(
     session.output.audio = synchronizer.audio_output
     session.output.transcription = synchronizer.text_output
 
-    tracker = ph.attach(session) if tracked else None
-    events = EventCollector(session) if tracked else None
+    tracker = ph.attach(session, progress_interval=progress_interval) if tracked else None
+    progress = progress_interval is not None
+    events = EventCollector(session, progress=progress) if tracked else None
     run = AvatarRun(pair, worker, session, output, synchronizer, text, tracker, events)
 
     def on_started(ev: PlaybackStartedEvent) -> None:
@@ -494,6 +511,78 @@ class TestStartApproximatedAtPush:
         assert run.leftover == []
 
 
+TWO: list[Item] = [
+    boundary("a"),
+    "First message of two.",
+    boundary("b"),
+    "The second one is a little longer.",
+]
+SLOW_START = 0.5
+"""An avatar that takes half a second to start each segment, to tell the clocks apart."""
+
+
+def first_word(events: list[ph.MessagePlaybackProgressed]) -> ph.MessagePlaybackProgressed:
+    """The first progress event that shows a word."""
+    return next(e for e in events if e.heard_text)
+
+
+class TestLiveProgress:
+    """Live progress counts from the start the output reports: the avatar's own with
+    ``wait_playback_start=True``, livekit's push by default, ahead of the avatar."""
+
+    @staticmethod
+    async def both(wait_playback_start: bool) -> AvatarRun:
+        runs = [
+            await play(
+                ScriptAgent(TWO),
+                reply_once,
+                tracked=tracked,
+                wait_playback_start=wait_playback_start,
+                start_delay=SLOW_START,
+                progress_interval=0.1,
+            )
+            for tracked in (False, True)
+        ]
+        same_livekit_side(*runs)
+        return runs[1]
+
+    async def test_in_step_with_the_avatar(self) -> None:
+        run = await self.both(wait_playback_start=True)
+        assert_reported_as_the_output(run, ["a", "b"])
+        began = [r for r in run.worker.reports if r.kind == "started"]
+        for s, f, b in zip(run.collected.started, run.collected.finished, began, strict=True):
+            progress = run.collected.progress_of(s.message_id)
+            assert len(progress) >= 3
+            # the clock runs from the avatar's start (the output reports no played runs)
+            for e in progress:
+                assert e.at >= s.started_at >= b.at
+                assert e.position == pytest.approx(e.at - s.started_at, abs=0.005)
+            # livekit's synchronizer shows the words from the avatar's start too
+            assert first_word(progress).at >= b.at
+            # the avatar reports the end FRAME early: the live position stops short of it
+            assert max(e.position for e in progress) <= f.playback_position
+        assert run.leftover == []
+
+    async def test_ahead_of_the_avatar_by_default(self) -> None:
+        run = await self.both(wait_playback_start=False)
+        assert_reported_as_the_output(run, ["a", "b"])
+        began = [r for r in run.worker.reports if r.kind == "started"]
+        for push, s, f, b in zip(
+            run.pushes, run.collected.started, run.collected.finished, began, strict=True
+        ):
+            progress = run.collected.progress_of(s.message_id)
+            # the clock runs from the push, SLOW_START before the avatar began
+            assert s.started_at <= push.sent_at + SCHEDULING
+            assert b.at - s.started_at >= SLOW_START - SCHEDULING
+            for e in progress:
+                assert e.position == pytest.approx(e.at - s.started_at, abs=0.005)
+            # words are shown before the avatar says anything
+            assert first_word(progress).at < b.at
+            # and the live position runs past the avatar's final figure
+            assert max(e.position for e in progress) > f.playback_position
+        assert run.leftover == []
+
+
 class TestInterruption:
     """A cut in message 2 of 3: 1 full, 2 partial at the avatar's position, 3 skipped."""
 
@@ -702,6 +791,144 @@ class TestTurnAfterAnInterruption:
         assert finished_n1.playback_position == run.finished[2].position
 
 
+class PromptWorker:
+    """An avatar worker without livekit's runner, and so without its stray start: livekit's
+    receiver, a segment started ``start_delay`` after its first frame arrived, finished
+    once its audio had time to play, or at once when cleared."""
+
+    @dataclass
+    class Segment:
+        received: float = 0.0
+        started_at: float | None = None
+        ended: bool = False
+        timer: asyncio.TimerHandle | None = None
+
+    def __init__(self, room: LinkedRoom, *, start_delay: float) -> None:
+        self.receiver = DataStreamAudioReceiver(room.as_rtc_room())
+        self.receiver.on("clear_buffer", self._cleared)
+        self.start_delay = start_delay
+        self.starts: list[float] = []
+        """When it sent each ``lk.playback_started``."""
+        self._segment: PromptWorker.Segment | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> PromptWorker:
+        await self.receiver.start()
+        self._task = asyncio.create_task(self._play())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await self.receiver.aclose()
+
+    async def _play(self) -> None:
+        loop = asyncio.get_running_loop()
+        async for item in self.receiver:
+            seg = self._segment
+            if isinstance(item, AudioSegmentEnd):
+                if seg is not None:  # None: it was cleared
+                    seg.ended = True
+                    self._finish_later(seg)
+                continue
+            if seg is None:
+                seg = self._segment = PromptWorker.Segment()
+                seg.timer = loop.call_later(self.start_delay, self._start, seg)
+            seg.received += item.duration
+
+    def _start(self, seg: PromptWorker.Segment) -> None:
+        seg.started_at = time.time()
+        self.starts.append(seg.started_at)
+        self.receiver.notify_playback_started()
+        self._finish_later(seg)
+
+    def _finish_later(self, seg: PromptWorker.Segment) -> None:
+        if seg.ended and seg.started_at is not None:
+            delay = max(0.0, seg.started_at + seg.received - time.time())
+            seg.timer = asyncio.get_running_loop().call_later(delay, self._finish, seg)
+
+    def _finish(self, seg: PromptWorker.Segment) -> None:
+        self._segment = None
+        self.receiver.notify_playback_finished(seg.received, False)
+
+    def _cleared(self) -> None:
+        seg, self._segment = self._segment, None
+        if seg is None:
+            return
+        if seg.timer is not None:
+            seg.timer.cancel()
+        played = 0.0 if seg.started_at is None else time.time() - seg.started_at
+        self.receiver.notify_playback_finished(min(played, seg.received), True)
+
+
+class TestRealStartAfterAnInterruption:
+    """A start reported soon after an interruption's clear is taken for livekit's runner's
+    stray one, even from a worker that sends none; a later one is the next message's."""
+
+    @staticmethod
+    async def cut_then_next_turn(start_delay: float) -> tuple[EventCollector, list[Report], float]:
+        """Cut in message 2, then one more reply at once; return the events, the output's
+        start reports, and how long after the stray window closed n1's start arrived."""
+        # 100 ms each way: the window after the cut segment's end is one round trip
+        # (~400 ms: the clear, then the report of the end) plus 200 ms
+        async with RoomPair(latency=0.1) as pair:
+            async with PromptWorker(pair.avatar_room, start_delay=start_delay) as worker:
+                session: AgentSession[Any] = AgentSession(llm=ScriptedLLM([]), tts=SineTTS())
+                output = DataStreamAudioOutput(
+                    pair.agent_room.as_rtc_room(),
+                    destination_identity=pair.avatar_identity,
+                    wait_playback_start=True,
+                )
+                reports: list[Report] = []
+                output.on(
+                    "playback_started", lambda ev: reports.append(Report("started", ev.created_at))
+                )
+                text = RecordingTextOutput()
+                synchronizer = TranscriptSynchronizer(
+                    next_in_chain_audio=output, next_in_chain_text=text
+                )
+                session.output.audio = synchronizer.audio_output
+                session.output.transcription = synchronizer.text_output
+                tracker = ph.attach(session)
+                with EventCollector(session) as events:
+                    await session.start(ScriptAgent(THREE, NEXT), record=False)
+                    handle = session.generate_reply()
+                    await tracker.wait_for("m2", "started", timeout=TIMEOUT)
+                    await text.wait_for_words(1, 2, timeout=TIMEOUT)
+                    await session.interrupt()
+                    await asyncio.wait_for(handle.wait_for_playout(), TIMEOUT)
+                    await asyncio.wait_for(session.generate_reply().wait_for_playout(), TIMEOUT)
+                    await events.wait_finished(4, timeout=TIMEOUT)
+                await session.aclose()
+                await tracker.aclose()
+                await synchronizer.aclose()
+            assert len(worker.starts) == 3  # m1, m2, n1: no stray
+        (clear,) = pair.rpcs(RPC_CLEAR)
+        cut_end = pair.rpcs(RPC_FINISHED)[1]
+        n1_start = pair.rpcs(RPC_STARTED)[2]
+        round_trip = cut_end.delivered_at - clear.sent_at
+        window_end = cut_end.delivered_at + round_trip + STRAY_MARGIN
+        return events, reports, n1_start.delivered_at - window_end
+
+    async def test_a_prompt_start_is_given_up(self) -> None:
+        events, reports, after_window = await self.cut_then_next_turn(start_delay=0.0)
+        assert after_window < -SCHEDULING  # n1's start arrived inside the window
+        assert [e.message_id for e in events.started] == ["m1", "m2", "n1"]
+        started_n1, finished_n1 = events.started[2], events.finished[3]
+        # livekit took the start for n1's; playback_hooks took it for a stray one
+        assert len(reports) == 3
+        assert started_n1.started_at_estimated and finished_n1.played == "full"
+        assert started_n1.started_at != reports[2].at
+
+    async def test_a_later_start_is_the_next_messages(self) -> None:
+        events, reports, after_window = await self.cut_then_next_turn(start_delay=0.7)
+        assert after_window > SCHEDULING  # n1's start arrived after the window
+        assert [e.message_id for e in events.started] == ["m1", "m2", "n1"]
+        assert [e.started_at for e in events.started] == [r.at for r in reports]
+        assert not any(e.started_at_estimated for e in events.events)
+
+
 class TestAvatarNeverReportsStart:
     """A worker that never sends lk.playback_started to an output waiting for it: livekit
     plays on, and each message is still reported heard, with an estimated start."""
@@ -750,6 +977,46 @@ class TestAvatarNeverReportsStart:
             assert f.started_at == s.started_at
             assert heard_between(s.started_at, push, report)
 
+    async def test_no_live_progress_and_one_warning(self, caplog: pytest.LogCaptureFixture) -> None:
+        script: list[Item] = [boundary("a"), "First message of two.", boundary("b"), "Second."]
+        playing: list[ph.MessagePlaybackProgressed | None] = []
+
+        async def look_while_it_plays(run: AvatarRun) -> None:
+            handle = run.session.generate_reply()
+            await run.worker.wait_for_audio(0, 0.2, timeout=TIMEOUT)
+            assert run.tracker is not None
+            playing.append(run.tracker.now_playing())
+            await run.play_out(handle)
+
+        run = await play(
+            ScriptAgent(script),
+            look_while_it_plays,
+            tracked=True,
+            sends_playback_started=False,
+            progress_interval=0.1,
+        )
+        # nothing is playing as far as the events go: no progress, no now_playing()
+        assert playing == [None]
+        assert run.collected.progressed == []
+        assert [type(e).__name__ for e in run.collected.delivered] == [
+            "MessagePlaybackStarted",
+            "MessagePlaybackFinished",
+        ] * 2
+        # the estimate: the avatar's end minus the position it reported; the runner reports
+        # the end once the last frame is queued (FRAME early), so the estimate comes out up
+        # to FRAME before the avatar really began
+        began = [r for r in run.worker.reports if r.kind == "started"]
+        for s, b in zip(run.collected.started, began, strict=True):
+            assert b.at - FRAME - SCHEDULING <= s.started_at <= b.at
+        # one warning from playback_hooks, for the first segment without a start
+        warnings = [
+            r.getMessage()
+            for r in caplog.records
+            if r.name == "playback_hooks" and r.levelno == logging.WARNING
+        ]
+        assert len(warnings) == 1 and "lk.playback_started" in warnings[0]
+        assert "wait_playback_start=False" in warnings[0]
+
 
 class GreetingAgent(ScriptAgent):
     """Says a labelled greeting in ``on_enter``."""
@@ -777,6 +1044,58 @@ class TestGreeting:
         assert started.started_at >= run.pushes[0].sent_at + START_DELAY
         assert run.items == ["Welcome, I am your avatar."]
         assert run.leftover == []
+
+    async def test_attach_then_the_avatar_then_the_session(self) -> None:
+        # the order of livekit's avatar examples, attach() first: the avatar plugin's
+        # start() sets the output, then session.start(room=...) wraps it and says hello
+        async with RoomPair() as pair, AvatarWorker(pair.avatar_room, start_delay=START_DELAY):
+            session: AgentSession[Any] = AgentSession(llm=ScriptedLLM([]), tts=SineTTS())
+            tracker = ph.attach(session)
+            avatar = PluginAvatar(pair.avatar_identity)
+            await avatar.start(session, pair.agent_room.as_rtc_room())
+            assert isinstance(session.output.audio, DataStreamAudioOutput)
+            # what RoomIO does in session.start(room=...) with the output it finds set
+            synchronizer = TranscriptSynchronizer(
+                next_in_chain_audio=session.output.audio, next_in_chain_text=RecordingTextOutput()
+            )
+            session.output.audio = synchronizer.audio_output
+            session.output.transcription = synchronizer.text_output
+            with EventCollector(session) as events:
+                await session.start(GreetingAgent(), record=False)
+                (finished,) = await events.wait_finished(1, timeout=TIMEOUT)
+            await session.aclose()
+            await tracker.aclose()
+            await synchronizer.aclose()
+            await avatar.aclose()
+
+        assert events.timeline() == [("started", "greeting"), ("finished", "greeting")]
+        (started,) = events.started
+        (call,) = pair.rpcs(RPC_STARTED)
+        assert call.delivered_at <= started.started_at <= call.delivered_at + SCHEDULING
+        assert not started.started_at_estimated
+        assert (finished.played, finished.transcript) == ("full", "Welcome, I am your avatar.")
+
+
+class PluginAvatar(AvatarSession[str]):
+    """What an avatar plugin's ``start()`` does, less the provider's API call that launches
+    its worker: livekit's base class, then the agent's audio to the worker."""
+
+    def __init__(self, identity: str) -> None:
+        super().__init__()
+        self._identity = identity
+
+    @property
+    def avatar_identity(self) -> str:
+        return self._identity
+
+    async def start(self, agent_session: AgentSession[Any], room: rtc.Room) -> None:
+        await super().start(agent_session, room)
+        agent_session.output.audio = DataStreamAudioOutput(
+            room,
+            destination_identity=self._identity,
+            wait_remote_track=rtc.TrackKind.KIND_VIDEO,
+            wait_playback_start=True,
+        )
 
 
 class TestRealtime:
