@@ -470,6 +470,13 @@ class TestStartReportedByTheAvatar:
         assert [f.playback_position for f in run.collected.finished] == pytest.approx(
             [s.received for s in run.worker.segments]
         )
+        # the runner reports the end once it has queued the last frame, FRAME before that
+        # frame is heard
+        for f in run.collected.finished:
+            assert f.started_at is not None
+            assert f.finished_at - f.started_at == pytest.approx(
+                f.playback_position - FRAME, abs=SCHEDULING
+            )
         assert run.items == [M1 + M2 + M3]
         assert run.synchronized == [M1, M2, M3]
         assert run.leftover == []
@@ -639,6 +646,11 @@ class TestInterruption:
         assert finished[0].playback_position == r1.position == pytest.approx(seg1.received)
         assert finished[1].playback_position == r2.position
         assert 0 < finished[1].playback_position < seg2.received
+        # the runner counts the audio it had queued: up to one frame more than it had played
+        # when the clear reached it
+        began_m2 = [r for r in run.worker.reports if r.kind == "started"][1]
+        heard = run.worker.clears[0] - began_m2.at
+        assert heard <= finished[1].playback_position <= heard + FRAME + SCHEDULING
         assert finished[2].playback_position == 0 and finished[2].started_at is None
         assert [e.started_at for e in run.collected.started] == [r.at for r in run.started[:2]]
         # the stray start after the clear was bound to nothing
@@ -687,7 +699,7 @@ class TestTurnAfterAnInterruption:
     # it gets no start, and its finished position counts that frame too. It happens
     # whenever the clear arrives while a segment still has audio to queue (here always).
 
-    async def test_stray_start_before_the_next_turn(self) -> None:
+    async def test_stray_start_before_the_next_turn(self, caplog: pytest.LogCaptureFixture) -> None:
         scripts = (THREE, NEXT)
         scenario = cut_then_next_turn_after_the_stray_start
         untracked = await play(ScriptAgent(*scripts), scenario, tracked=False)
@@ -739,6 +751,10 @@ class TestTurnAfterAnInterruption:
         assert heard_between(started_n1.started_at, run.pushes[2], run.finished[2])
         assert not any(e.started_at_estimated for e in run.collected.events[:5])
         assert [e.started_at for e in run.collected.started[:2]] == [r.at for r in run.started[:2]]
+        # one warning from playback_hooks (in the tracked run), for n1
+        warnings = [r for r in caplog.records if r.name == "playback_hooks"]
+        assert [r.levelno for r in warnings] == [logging.WARNING]
+        assert "lk.playback_started" in warnings[0].getMessage()
 
     async def test_stray_start_after_the_next_turn_began(self) -> None:
         # 150 ms each way: the avatar answers the clear, then (its RPCs go one at a time)
