@@ -1,30 +1,43 @@
-"""Benchmark 2b: all-in CPU per second of audio, whole sessions, tracked / untracked.
+"""Benchmark 3: all-in CPU per second of audio, whole sessions, tracked / untracked.
 
-Two chains, each in two groups of real, started ``AgentSession``s in one process: RoomIO's
-chain (the transcription synchronizer over the participant output on the native
-``rtc.AudioSource``) and the bare participant output (RoomIO with transcription
-disabled). In every round the sessions of one group of each chain have trackers (and one
-receiver counts every event) and the other group's have none; the roles swap from round
-to round (``attach()`` / ``aclose()`` between rounds).
+Two chains: RoomIO's chain (the transcription synchronizer over the participant output on
+the native ``rtc.AudioSource``) and the bare participant output (RoomIO with transcription
+disabled). Per chain, ``1 + 2 * per_side`` real, started ``AgentSession``s in one process:
+in every round ``per_side`` of them have trackers (and one receiver counts every event) and
+``per_side`` have none, interleaved; the roles swap from round to round (``attach()`` /
+``aclose()`` between rounds), so that what makes one session cheaper than another cancels
+out.
 
 Each reply is a real ``generate_reply()``: the agent's ``@track_messages`` ``llm_node``
-yields a few messages with markers, livekit synthesizes them (``SineTTS``), forwards the
-audio and plays it in real time on the native source. A batch is one reply in every
-session of a group at once; batches run one at a time, alternating between the groups
-(a b b a), and each is charged the CPU time of the event-loop thread
-(``time.thread_time()``: livekit's Python side and the tracker run there; the native
-audio threads are left out, which makes the ratio stricter) from the replies' start until
-they are done and their events delivered, divided by the seconds of audio the sinks
-reported played. Each round gives the ratio tracked / untracked of its median batches.
+yields its messages with markers, livekit synthesizes them (``SineTTS``), forwards the audio
+and plays it in real time on the native source. A batch is one reply in every session of
+a chain at once, the tracked and the untracked side by side, so that both run on the same
+machine at the same moments: livekit's per-reply CPU varies by 10 to 15 % from one batch to
+the next with the machine, and comparing batches run one after the other mostly measured
+that. The first session asked in a batch pays for what the batch's first reply warms up;
+it is the same session every time, on neither side, and is not counted. The others are
+asked in alternating order.
+
+Each session's CPU is what the event loop's thread spent in its callbacks and task steps,
+charged through the context livekit's tasks inherit (``common.SessionCpu``): everything
+livekit and the tracker do for that session, and none of the native audio plumbing shared
+by all (which makes the ratio stricter). A check counts the tracker's calls made outside
+any session's account: there must be none, or its cost would escape. A batch's ratio is
+tracked / untracked of CPU per second of audio played; a round's ratio is the median of its
+batches'. One more batch per chain runs under ``cProfile`` to split the tracker's own CPU
+per message by part.
 """
 
 from __future__ import annotations
 
 import asyncio
+import cProfile
 import gc
+import pstats
 import statistics
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import playback_hooks as ph
@@ -35,6 +48,8 @@ from .common import (
     ChainKind,
     ProbedRoomOutput,
     ReplyAgent,
+    SessionCpu,
+    check_target,
     ratio,
     ratio_target,
     round_table,
@@ -46,58 +61,118 @@ TITLE = "CPU cost of the tracker, all in, per second of audio (whole sessions)"
 KINDS: tuple[ChainKind, ...] = ("roomio", "bare")
 SETTLE_S = 0.05  # after the replies are done: their last events are delivered on later iterations
 
+# The tracker's modules, by part of its per-message work (the rest of the package is its
+# testing kit, which the sessions here do not run through).
+PARTS: dict[str, tuple[str, ...]] = {
+    "markers (llm_node)": ("markers.py",),
+    "binding (output, ledger)": (
+        "_outputs.py",
+        "_ledger.py",
+        "_session.py",
+        "_words.py",
+        "_listeners.py",
+        "_livekit.py",
+        "_log.py",
+    ),
+    "events (outcome, order)": ("_order.py", "_messages.py", "_progress.py", "events.py", "ids.py"),
+    "delivery (signals, handlers, wait_for)": (
+        "_dispatch.py",
+        "signals.py",
+        "tracker.py",
+        "_waiters.py",
+        "_follow.py",
+        "_realtime.py",
+        "blinker",
+    ),
+}
+
 
 @dataclass(frozen=True)
 class Sizes:
     """How much one run measures."""
 
     rounds: int
-    sessions: int  # per group: the sessions that play a batch of replies together
-    batches: int  # per round, group and chain
+    per_side: int  # sessions per side in each batch
+    batches: int  # per round and chain
     messages: int  # per reply
     text: str  # of each message, formatted with reply= and part=
 
 
 SENTENCE = "Reply {reply}, part {part}: about as long as a spoken sentence."
-FULL = Sizes(rounds=5, sessions=3, batches=3, messages=1, text=SENTENCE)
-QUICK = Sizes(rounds=2, sessions=1, batches=1, messages=2, text="Hi {part}.")
+FULL = Sizes(rounds=6, per_side=8, batches=8, messages=1, text=SENTENCE)
+QUICK = Sizes(rounds=2, per_side=1, batches=1, messages=2, text="Hi {part}.")
 
 
-async def _batch(chains: tuple[Chain, ...]) -> tuple[float, float]:
-    """One reply in each session at once; return (loop-thread CPU s, seconds of audio)."""
+@dataclass
+class _Chains:
+    """One chain's sessions: the lead (index 0) and the two sides."""
+
+    kind: ChainKind
+    chains: list[Chain]
+    base: int  # account of session i is base + i
+
+
+async def _start(kind: ChainKind, sizes: Sizes, cpu: SessionCpu, base: int) -> _Chains:
+    chains = []
+    for i in range(1 + 2 * sizes.per_side):
+        with cpu.charged_to(base + i):
+            agent = ReplyAgent(sizes.messages, sizes.text)
+            chains.append(await start_chain(agent, kind=kind, tracked=False))
+    return _Chains(kind, chains, base)
+
+
+def _side(i: int, r: int) -> str:
+    """Session ``i``'s role in round ``r`` (0 is the lead, on no side)."""
+    if i == 0:
+        return "lead"
+    return "tracked" if (i + r) % 2 == 0 else "untracked"
+
+
+async def _batch(group: _Chains, cpu: SessionCpu, r: int, n: int) -> dict[str, list[float]]:
+    """One reply in every session at once; CPU ns and seconds of audio, per side."""
     sinks: list[ProbedRoomOutput] = []
-    for c in chains:
+    for c in group.chains:
         assert isinstance(c.sink, ProbedRoomOutput)
         sinks.append(c.sink)
     marks = [len(s.positions) for s in sinks]
     # every batch starts from the same collector state: the collections its own
     # allocations cause are charged to it, not a full one that earlier batches built up
     gc.collect()
-    c0 = time.thread_time()
-    await asyncio.gather(*(c.session.generate_reply() for c in chains))
+    cpu.ns.clear()
+    rest = list(range(1, len(group.chains)))
+    order = [0, *(rest if n % 2 == 0 else rest[::-1])]
+    replies = []
+    for i in order:
+        with cpu.charged_to(group.base + i):
+            replies.append(group.chains[i].session.generate_reply())
+    await asyncio.gather(*replies)
     await asyncio.sleep(SETTLE_S)
-    cpu = time.thread_time() - c0
-    played = sum(sum(s.positions[m:]) for s, m in zip(sinks, marks, strict=True))
-    return cpu, played
+    sides: dict[str, list[float]] = {"tracked": [0.0, 0.0], "untracked": [0.0, 0.0]}
+    for i in rest:
+        played = sum(sinks[i].positions[marks[i] :])
+        side = sides[_side(i, r)]
+        side[0] += cpu.ns.get(group.base + i, 0)
+        side[1] += played
+    return sides
+
+
+def _profiled_parts(profile: cProfile.Profile, messages: int) -> dict[str, float]:
+    """µs per message of the tracker's own functions (``tottime``), by part."""
+    us = dict.fromkeys(PARTS, 0.0)
+    for (path, _, _), row in pstats.Stats(profile).stats.items():  # type: ignore[attr-defined]
+        name = Path(path).name
+        for part, modules in PARTS.items():
+            in_package = "playback_hooks" in path and "testing" not in path and name in modules
+            if in_package or ("blinker" in modules and "/blinker/" in path):
+                us[part] += row[2] * 1e6 / messages
+    return us
 
 
 async def run(sizes: Sizes) -> dict[str, Any]:
-    """Play the speeches and return CPU per second of audio (see the module docstring)."""
-    groups: dict[ChainKind, tuple[tuple[Chain, ...], tuple[Chain, ...]]] = {}
-    for kind in KINDS:
-        made: list[tuple[Chain, ...]] = []
-        for _ in range(2):
-            made.append(
-                tuple(
-                    [
-                        await start_chain(
-                            ReplyAgent(sizes.messages, sizes.text), kind=kind, tracked=False
-                        )
-                        for _ in range(sizes.sessions)
-                    ]
-                )
-            )
-        groups[kind] = (made[0], made[1])
+    """Play the replies and return CPU per second of audio (see the module docstring)."""
+    cpu = SessionCpu()
+    cpu.install()
+    groups = [await _start(kind, sizes, cpu, 100 * k) for k, kind in enumerate(KINDS)]
     counts = {"started": 0, "finished": 0}
 
     def count(sender: Any, *, event: Any, **_: Any) -> None:
@@ -105,119 +180,169 @@ async def run(sizes: Sizes) -> dict[str, Any]:
 
     ph.message_playback_started.connect(count, weak=False)
     ph.message_playback_finished.connect(count, weak=False)
-    rounds: dict[ChainKind, list[dict[str, list[float]]]] = {kind: [] for kind in KINDS}
+    rounds: dict[ChainKind, list[dict[str, Any]]] = {kind: [] for kind in KINDS}
     audio = {"tracked": 0.0, "untracked": 0.0}
+    added_us: dict[ChainKind, list[float]] = {kind: [] for kind in KINDS}
+    checks: dict[str, Any] = {}
     t0 = time.perf_counter()
     try:
-        for r in range(-1, sizes.rounds):  # round -1 warms every path up, untracked
-            trackers: list[ph.PlaybackTracker] = []
-            tracked = {kind: pair[r % 2] for kind, pair in groups.items()}
-            if r >= 0:
-                trackers = [ph.attach(c.session) for group in tracked.values() for c in group]
-            gc.collect()
-            per_s: dict[ChainKind, dict[str, list[float]]] = {
-                kind: {"tracked": [], "untracked": []} for kind in KINDS
-            }
-            for i in range(sizes.batches if r >= 0 else 1):
-                for kind, pair in groups.items():
-                    for group in pair if (i + r) % 2 == 0 else pair[::-1]:
-                        cpu, played = await _batch(group)
-                        side = "tracked" if r >= 0 and group is tracked[kind] else "untracked"
-                        if r >= 0 and played > 0:
-                            per_s[kind][side].append(cpu / played)
-                            audio[side] += played
+        for group in groups:  # warm every path up, untracked
+            await _batch(group, cpu, 0, 0)
+        for r in range(sizes.rounds):
+            trackers = [
+                ph.attach(c.session)
+                for group in groups
+                for i, c in enumerate(group.chains)
+                if _side(i, r) == "tracked"
+            ]
+            for group in groups:
+                ratios: list[float] = []
+                cpu_ms: dict[str, list[float]] = {"tracked": [], "untracked": []}
+                for n in range(sizes.batches):
+                    sides = await _batch(group, cpu, r, n)
+                    (tc, ta), (uc, ua) = sides["tracked"], sides["untracked"]
+                    if ta <= 0 or ua <= 0:
+                        continue
+                    ratios.append(ratio(tc / ta, uc / ua))
+                    cpu_ms["tracked"].append(tc / ta / 1e6)
+                    cpu_ms["untracked"].append(uc / ua / 1e6)
+                    audio["tracked"] += ta
+                    audio["untracked"] += ua
+                    replies = sizes.per_side
+                    added_us[group.kind].append((tc - uc) / 1000 / (replies * sizes.messages))
+                rounds[group.kind].append(
+                    {
+                        "batches": len(ratios),
+                        "ratio": statistics.median(ratios),
+                        "cpu_ms_per_audio_s": {
+                            side: statistics.median(v) for side, v in cpu_ms.items()
+                        },
+                    }
+                )
+            if r == sizes.rounds - 1:
+                checks = await _checks(groups, cpu, r, sizes)
             for tracker in trackers:
                 await tracker.aclose()
-            if r >= 0:
-                for kind in KINDS:
-                    rounds[kind].append(per_s[kind])
         wall = time.perf_counter() - t0
     finally:
         ph.message_playback_started.disconnect(count)
         ph.message_playback_finished.disconnect(count)
-        for pair in groups.values():
-            for group in pair:
-                for chain in group:
-                    await chain.aclose()
+        cpu.uninstall()
+        for group in groups:
+            for chain in group.chains:
+                await chain.aclose()
 
-    expected = sizes.rounds * sizes.batches * sizes.sessions * sizes.messages * len(KINDS)
+    expected = sizes.rounds * sizes.batches * sizes.per_side * sizes.messages * len(KINDS)
+    extra = 2 * sizes.per_side * sizes.messages * len(KINDS)  # the two checking batches
     results: dict[str, Any] = {
         "wall_s": wall,
-        "sessions_per_batch": sizes.sessions,
+        "per_side": sizes.per_side,
         "messages_per_speech": sizes.messages,
         "audio_s": audio,
         "events": counts,
-        "expected_events_each": expected,
-        "exactly_counted": counts["started"] == counts["finished"] == expected,
+        "expected_events_each": expected + extra,
+        "exactly_counted": counts["started"] == counts["finished"] == expected + extra,
+        **checks,
     }
     for kind in KINDS:
-        per_round: list[dict[str, Any]] = []
-        for coll in rounds[kind]:
-            a = statistics.median(coll["untracked"])
-            b = statistics.median(coll["tracked"])
-            per_round.append(
-                {
-                    "batches": len(coll["untracked"]),
-                    "cpu_ms_per_audio_s": {"untracked": a * 1000, "tracked": b * 1000},
-                    "ratio": ratio(b, a),
-                }
-            )
-        all_a = [v for coll in rounds[kind] for v in coll["untracked"]]
-        all_b = [v for coll in rounds[kind] for v in coll["tracked"]]
+        per_round = rounds[kind]
         results[kind] = {
             "chain": CHAIN_NAMES[kind],
             "rounds": per_round,
             "ratio": spread([r["ratio"] for r in per_round]),
             "cpu_ms_per_audio_s": {
-                "untracked": statistics.median(all_a) * 1000,
-                "tracked": statistics.median(all_b) * 1000,
+                side: statistics.median(r["cpu_ms_per_audio_s"][side] for r in per_round)
+                for side in ("tracked", "untracked")
             },
-            "batches_each": len(all_a),
+            "added_us_per_message": spread(added_us[kind]),
+            "batches_each": sum(r["batches"] for r in per_round),
         }
     return results
+
+
+async def _checks(groups: list[_Chains], cpu: SessionCpu, r: int, sizes: Sizes) -> dict[str, Any]:
+    """With the trackers of the last round: the accounting misses none of the tracker's
+    calls, and the tracker's own CPU per message by part (under cProfile)."""
+    with cpu.watch_outside():
+        for group in groups:
+            await _batch(group, cpu, r, 0)
+    profile = cProfile.Profile()
+    profile.enable()
+    for group in groups:
+        await _batch(group, cpu, r, 1)
+    profile.disable()
+    messages = sizes.per_side * sizes.messages * len(groups)
+    return {
+        "outside_calls": cpu.outside,
+        "profiled_us_per_message": _profiled_parts(profile, messages),
+    }
 
 
 def targets(res: dict[str, Any]) -> list[dict[str, Any]]:
     """All-in CPU per second of audio, tracked / untracked, in both chains."""
     return [
-        ratio_target(
-            f"all-in CPU per second of audio, tracked / untracked, {res[kind]['chain']}",
-            1.02,
-            res[kind]["ratio"]["rounds"],
-        )
-        for kind in KINDS
+        *(
+            ratio_target(
+                f"all-in CPU per second of audio, tracked / untracked, {res[kind]['chain']}",
+                1.02,
+                res[kind]["ratio"]["rounds"],
+            )
+            for kind in KINDS
+        ),
+        check_target(
+            "all-in: the tracker's calls outside the sessions' CPU accounts",
+            "none",
+            res["outside_calls"],
+            "calls",
+            res["outside_calls"] == 0,
+        ),
     ]
 
 
 def report(res: dict[str, Any]) -> list[str]:
     """The section's Markdown lines."""
     lines = [
-        "Event-loop thread CPU per second of audio played, ms (median batch: "
-        + (
-            "one session playing"
-            if res["sessions_per_batch"] == 1
-            else f"{res['sessions_per_batch']} sessions playing together"
-        )
-        + f" a {res['messages_per_speech']}-message reply); per-round ratios below.",
+        "Event-loop thread CPU per second of audio played, ms (median over rounds of the "
+        f"median batch: {res['per_side']} tracked and {res['per_side']} untracked sessions "
+        f"playing a {res['messages_per_speech']}-message reply together); per-round ratios "
+        "below.",
         "",
-        "| chain | untracked | tracked | added | ratio | batches per side |",
+        "| chain | untracked | tracked | ratio | batches | tracked - untracked, µs per message "
+        "(min / median / max over batches) |",
         "|---|---|---|---|---|---|",
     ]
     for kind in KINDS:
         c = res[kind]
         m = c["cpu_ms_per_audio_s"]
+        a = c["added_us_per_message"]
         lines.append(
             f"| {c['chain']} | {m['untracked']:.2f} | {m['tracked']:.2f} | "
-            f"{m['tracked'] - m['untracked']:.2f} | {ratio(m['tracked'], m['untracked']):.3f} | "
-            f"{c['batches_each']} |"
+            f"{c['ratio']['median']:.3f} | {c['batches_each']} | "
+            f"{a['min']:,.0f} / {a['median']:,.0f} / {a['max']:,.0f} |"
         )
     lines += round_table(res, KINDS, "ratio", "ratio")
+    parts = res["profiled_us_per_message"]
+    total = sum(parts.values()) or 1.0
+    lines += [
+        "",
+        "The tracker's own CPU per message, by part: its functions' own time under "
+        "`cProfile`, in one more batch per chain. The profiler makes small functions several "
+        "times slower, so the figures are high; the shares are what they tell.",
+        "",
+        "| part | µs per message under cProfile | share |",
+        "|---|---|---|",
+        *(f"| {part} | {us:,.1f} | {us / total:.0%} |" for part, us in parts.items()),
+        f"| all | {total:,.1f} | 100% |",
+    ]
     ev = res["events"]
     lines += [
         "",
         f"{res['audio_s']['tracked']:.1f} s of audio played tracked, "
         f"{res['audio_s']['untracked']:.1f} s untracked; the trackers delivered "
         f"{ev['started']} started and {ev['finished']} finished events "
-        f"(expected {res['expected_events_each']} of each).",
+        f"(expected {res['expected_events_each']} of each). The tracker's calls made outside "
+        f"every session's account: {res['outside_calls']}. The µs per message column is "
+        "the difference of two sides whose own cost varies by more from batch to batch; "
+        "the ratio, side by side, is the verdict.",
     ]
     return lines

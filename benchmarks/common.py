@@ -9,12 +9,16 @@ what RoomIO gives a session whose transcription output is disabled ("bare sink")
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import contextvars
 import math
 import statistics
+import sys
 import time
-from collections.abc import AsyncIterable, Iterator, Sequence
+from collections.abc import AsyncIterable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, cast
 
 import numpy as np
@@ -373,3 +377,96 @@ class LagMonitor:
     def stop(self) -> None:
         """Stop sampling after the current sleep."""
         self._stop = True
+
+
+# -- CPU per session ---------------------------------------------------------------------------
+
+
+class SessionCpu:
+    """Charges the event-loop thread's CPU to the session whose context each callback runs in.
+
+    While installed, every callback the event loop runs (task steps included: asyncio runs
+    them as callbacks too) is timed with the thread's CPU clock (``time.thread_time_ns``) and
+    charged to the session named by ``ACCOUNT`` in the callback's context. A session's
+    tasks and callbacks inherit that context variable from where they were created: set it
+    around ``start_chain()`` and around each ``generate_reply()``, and everything livekit
+    and the tracker do for that session is charged to it, interleaved as they run with the
+    other sessions' in the same batch (so that both sides of a comparison run on the same
+    machine at the same moments). Callbacks in no session's context (livekit's native audio
+    plumbing, shared by every session) are charged to none. ``outside`` counts the calls
+    into the tracker's code made in no session's context when ``watch_outside()`` is on:
+    none means nothing the tracker does escapes the accounting.
+    """
+
+    ACCOUNT: contextvars.ContextVar[int | None] = contextvars.ContextVar(
+        "benchmark_session", default=None
+    )
+
+    def __init__(self) -> None:
+        self.ns: dict[int, int] = {}
+        self.outside = 0
+        self._run: Callable[[asyncio.Handle], None] | None = None
+
+    @contextlib.contextmanager
+    def charged_to(self, session: int) -> Iterator[None]:
+        """Run the block (and what it starts) in ``session``'s account."""
+        token = self.ACCOUNT.set(session)
+        try:
+            yield
+        finally:
+            self.ACCOUNT.reset(token)
+
+    def install(self) -> None:
+        """Start charging callbacks (asyncio's ``Handle._run``, patched for the benchmark)."""
+        run = self._run = asyncio.Handle._run
+        ns, account, clock = self.ns, self.ACCOUNT, time.thread_time_ns
+
+        def charged(handle: asyncio.Handle) -> None:
+            session = handle._context.get(account)  # type: ignore[attr-defined]
+            if session is None:
+                run(handle)
+                return
+            t0 = clock()
+            try:
+                run(handle)
+            finally:
+                ns[session] = ns.get(session, 0) + clock() - t0
+
+        setattr(asyncio.Handle, "_run", charged)  # noqa: B010 - a private method, on purpose
+
+    def uninstall(self) -> None:
+        """Stop charging."""
+        if self._run is not None:
+            setattr(asyncio.Handle, "_run", self._run)  # noqa: B010 - undoing install()
+            self._run = None
+
+    @contextlib.contextmanager
+    def watch_outside(self) -> Iterator[None]:
+        """Count calls into playback_hooks' code (not its testing kit) outside any account."""
+        account = self.ACCOUNT
+
+        def outside() -> None:
+            if account.get() is None:
+                self.outside += 1
+
+        with tracker_calls(outside):
+            yield
+
+
+@contextlib.contextmanager
+def tracker_calls(on_call: Callable[[], None]) -> Iterator[None]:
+    """Call ``on_call()`` at every call into playback_hooks' code (not its testing kit)."""
+    package = str(Path(ph.__file__).parent)
+    testing = str(Path(ph.__file__).parent / "testing")
+
+    def profile(frame: Any, event: str, arg: Any) -> None:
+        if event == "call":
+            path = frame.f_code.co_filename
+            if path.startswith(package) and not path.startswith(testing):
+                on_call()
+
+    sys.setprofile(profile)
+    try:
+        yield
+    finally:
+        sys.setprofile(None)

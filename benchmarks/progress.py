@@ -2,15 +2,18 @@
 
 Three started ``AgentSession``s in one process, identical but for the tracker: none
 ("untracked"), a tracker nobody asked for progress ("no receiver"), and a tracker with a
-``message_playback_progressed`` receiver ("receiver"; the receiver only counts). Each
-repetition measures the three, in a rotating order, on the same input; every figure is a
-median over repetitions, and each ratio is the median (and the 10th to 90th percentile
-spread) of the per-repetition ratios to the untracked session of that repetition.
+``message_playback_progressed`` receiver ("receiver"; the receiver only counts). The roles
+rotate over the sessions from round to round (trackers attached and closed, the receiver
+connected and disconnected, between rounds), so that what makes one session faster than
+another cancels out: over ``ROUNDS`` rounds each session plays each role twice. Within a
+round each repetition measures the three, in a rotating order, on the same input; every
+figure is a median over repetitions, each ratio the median of the per-repetition ratios to
+the untracked session of that repetition (with their 10th to 90th percentile), and a
+round's ratio the median of its repetitions'.
 
 - Per frame: 20 ms frames after a segment's first, pushed into ``session.output.audio`` in
   the speech's context as livekit's audio forwarding does, over livekit's transcription
-  synchronizer above a counting sink (RoomIO's chain shape). With a receiver the tracker
-  also counts the seconds handed to the sink, frame by frame.
+  synchronizer above a counting sink (RoomIO's chain shape).
 - Per word: livekit's ``TranscriptSynchronizer`` is in the chain (RoomIO's), a message is
   playing, and words are handed to what the synchronizer's word forwarder calls for each
   word it releases: the text output under the synchronizer's text output (the tracker's
@@ -63,10 +66,10 @@ class Sizes:
     words: int
 
 
-FULL = Sizes(repetitions=300, segments=5, frames_per_segment=50, words=40)
-QUICK = Sizes(repetitions=10, segments=2, frames_per_segment=10, words=8)
-# The per-repetition ratios are grouped into this many consecutive rounds for the spread.
-ROUNDS = 5
+FULL = Sizes(repetitions=480, segments=5, frames_per_segment=50, words=40)
+QUICK = Sizes(repetitions=12, segments=2, frames_per_segment=10, words=8)
+# Rounds of repetitions, between which the roles rotate over the three sessions.
+ROUNDS = 6
 
 KINDS = ("untracked", "no receiver", "receiver")
 WORDS = ("The ", "price ", "is ", "twelve ", "dollars ", "and ", "fifty ", "cents. ")
@@ -104,6 +107,9 @@ class _Side:
     def receive(self, sender: Any, **_: Any) -> None:
         self.progressed += 1
 
+    def take(self, kind: str) -> None:
+        _take(self, kind)
+
     @property
     def output(self) -> Any:
         out = self.session.output.audio
@@ -114,27 +120,39 @@ class _Side:
 async def _side(kind: str) -> _Side:
     sink = CountingSink()
     session: AgentSession[Any] = AgentSession(llm=ScriptedLLM([]), tts=SineTTS())
-    side = _Side(kind, session, sink)
+    side = _Side("untracked", session, sink)
     side.text = CountingText()
     side.synchronizer = TranscriptSynchronizer(
         next_in_chain_audio=sink, next_in_chain_text=side.text
     )
     session.output.audio = side.synchronizer.audio_output
     session.output.transcription = side.synchronizer.text_output
-    if kind != "untracked":
-        ph.attach(session)
     await session.start(Agent(instructions="benchmark agent"), record=False)
-    if kind == "receiver":
-        ph.message_playback_progressed.connect(side.receive, sender=session)
+    side.take(kind)
     return side
 
 
-async def _close(side: _Side) -> None:
+def _take(side: _Side, kind: str) -> None:
+    """Give ``side`` the role ``kind``: attach a tracker and connect the receiver as needed."""
+    side.kind = kind
+    if kind != "untracked":
+        ph.attach(side.session)
+    if kind == "receiver":
+        ph.message_playback_progressed.connect(side.receive, sender=side.session)
+
+
+async def _leave(side: _Side) -> None:
+    """Undo the side's role: the receiver disconnected, its tracker closed."""
     if side.kind == "receiver":
         ph.message_playback_progressed.disconnect(side.receive, sender=side.session)
     tracker = ph.tracker_for(side.session)
     if tracker is not None:
         await tracker.aclose()
+    side.kind = "untracked"
+
+
+async def _close(side: _Side) -> None:
+    await _leave(side)
     await side.session.aclose()
     if side.synchronizer is not None:
         await side.synchronizer.aclose()
@@ -166,10 +184,11 @@ async def _words(side: _Side, frame: rtc.AudioFrame, words: int) -> float:
     clock = time.perf_counter_ns
     handle = new_speech(side.session)
     out = side.output
-    below = side.synchronizer.text_output.next_in_chain
-    assert below is not None
     with in_speech(handle):
         await out.capture_frame(frame)  # the message starts playing
+        # (the tap under the synchronizer's text output goes in as it does, if followed)
+        below = side.synchronizer.text_output.next_in_chain
+        assert below is not None
         tracker = ph.tracker_for(side.session)
         t0 = clock()
         for i in range(words):
@@ -186,76 +205,86 @@ async def _words(side: _Side, frame: rtc.AudioFrame, words: int) -> float:
     return elapsed / words
 
 
-def _summary(samples: dict[str, list[float]]) -> dict[str, Any]:
-    base = samples["untracked"]
+def _summary(samples: dict[str, list[list[float]]]) -> dict[str, Any]:
+    """``samples[kind][round]``: the per-repetition figures of each round."""
     rows: dict[str, Any] = {}
     for kind in KINDS:
-        values = samples[kind]
-        ratios = sorted(v / b for v, b in zip(values, base, strict=True))
+        pairs = [
+            (v, b)
+            for values, base in zip(samples[kind], samples["untracked"], strict=True)
+            for v, b in zip(values, base, strict=True)
+        ]
+        ratios = sorted(v / b for v, b in pairs)
         rows[kind] = {
-            "ns": statistics.median(values),
-            "added_ns": statistics.median(v - b for v, b in zip(values, base, strict=True)),
+            "ns": statistics.median(v for v, _ in pairs),
+            "added_ns": statistics.median(v - b for v, b in pairs),
             "ratio": statistics.median(ratios),
             "ratio_p10": ratios[len(ratios) // 10],
             "ratio_p90": ratios[min(len(ratios) - 1, len(ratios) * 9 // 10)],
-            "round_ratios": _rounds(values, base),
+            "round_ratios": [
+                statistics.median(v / b for v, b in zip(values, base, strict=True))
+                for values, base in zip(samples[kind], samples["untracked"], strict=True)
+            ],
         }
     return rows
-
-
-def _rounds(values: list[float], base: list[float]) -> list[float]:
-    """The median ratio of each of ``ROUNDS`` consecutive runs of repetitions."""
-    n = max(1, len(values) // ROUNDS)
-    chunks = [(values[i : i + n], base[i : i + n]) for i in range(0, len(values), n)]
-    return [
-        statistics.median(v / b for v, b in zip(vs, bs, strict=True)) for vs, bs in chunks if vs
-    ][:ROUNDS]
 
 
 async def _compare(*, per_word: bool, repetitions: int, **sizes: int) -> dict[str, Any]:
     sides = [await _side(kind) for kind in KINDS]
     frame = pcm_frame(0.02)
-    samples: dict[str, list[float]] = {kind: [] for kind in KINDS}
+    samples: dict[str, list[list[float]]] = {kind: [] for kind in KINDS}
+    events = {kind: 0 for kind in KINDS}
+    heard_text_seen: dict[str, list[str | None]] = {kind: [] for kind in KINDS}
 
     async def one(side: _Side) -> float:
         if per_word:
             return await _words(side, frame, sizes["words"])
         return await _frames(side, frame, sizes["segments"], sizes["frames_per_segment"])
 
+    per_round = max(1, repetitions // ROUNDS)
     try:
         for side in sides:  # warm up
             for _ in range(max(1, repetitions // 20)):
                 await one(side)
-        for side in sides:
-            side.progressed = 0
-            side.heard_text_seen.clear()
-        gc.collect()
-        for i in range(repetitions):
-            order = sides[i % 3 :] + sides[: i % 3]
-            for side in order:
-                samples[side.kind].append(await one(side))
-        await asyncio.sleep(0)
+        for r in range(ROUNDS):
+            for j, side in enumerate(sides):
+                await _leave(side)
+                side.take(KINDS[(j + r) % len(KINDS)])
+                side.progressed = 0
+                side.heard_text_seen.clear()
+            gc.collect()
+            for kind in KINDS:
+                samples[kind].append([])
+            for i in range(per_round):
+                order = sides[i % 3 :] + sides[: i % 3]
+                for side in order:
+                    samples[side.kind][-1].append(await one(side))
+            await asyncio.sleep(0)
+            for side in sides:
+                events[side.kind] += side.progressed
+                heard_text_seen[side.kind] += side.heard_text_seen
     finally:
         for side in sides:
             await _close(side)
-    by_kind = {side.kind: side for side in sides}
-    result: dict[str, Any] = {"repetitions": repetitions, **sizes, "rows": _summary(samples)}
+    done = per_round * ROUNDS
+    result: dict[str, Any] = {
+        "repetitions": done,
+        "rounds": ROUNDS,
+        **sizes,
+        "rows": _summary(samples),
+        "progress_events": events,
+    }
     if per_word:
-        result["progress_events"] = {k: by_kind[k].progressed for k in KINDS}
-        result["expected_progress_events"] = repetitions * sizes["words"]
+        result["expected_progress_events"] = done * sizes["words"]
         result["words_followed_without_receiver"] = any(
-            h is not None for h in by_kind["no receiver"].heard_text_seen
+            h is not None for h in heard_text_seen["no receiver"]
         )
-        receiver_texts = by_kind["receiver"].heard_text_seen
-        result["words_followed_with_receiver"] = len(receiver_texts) == repetitions and all(
+        receiver_texts = heard_text_seen["receiver"]
+        result["words_followed_with_receiver"] = len(receiver_texts) == done and all(
             h is not None and h.count(" ") == sizes["words"] for h in receiver_texts
         )
-        text = by_kind["untracked"].text
-        result["text_output_got_every_word"] = all(
-            s.text is not None and s.text.pieces == text.pieces for s in sides if text is not None
-        )
-    else:
-        result["progress_events"] = {k: by_kind[k].progressed for k in KINDS}
+        pieces = {s.text.pieces for s in sides if s.text is not None}
+        result["text_output_got_every_word"] = len(pieces) == 1
     return result
 
 
@@ -296,6 +325,11 @@ def targets(res: dict[str, Any]) -> list[dict[str, Any]]:
             1.01,
             frame["rows"]["no receiver"]["round_ratios"],
         ),
+        ratio_target(
+            "live progress, per frame, progress receiver / untracked, RoomIO chain",
+            1.01,
+            frame["rows"]["receiver"]["round_ratios"],
+        ),
         check_target(
             "live progress, with a receiver: one event per word shown",
             f"{word['expected_progress_events']:,}",
@@ -324,10 +358,10 @@ def report(res: dict[str, Any]) -> list[str]:
     lines += [
         "",
         f"{frame['repetitions']} repetitions of {frame['segments']} segments x "
-        f"{frame['frames_per_segment']} frames, and of {word['words']} words, per session, "
-        "the three sessions measured in a rotating order. Per frame, the tracker's own "
-        "layer is in both tracked figures; what progress adds on that path is one attribute "
-        "test without a receiver, and the count of the seconds handed to the sink with one. "
+        f"{frame['frames_per_segment']} frames, and of {word['words']} words, per role, in "
+        f"{frame['rounds']} rounds between which the roles rotate over the three sessions, "
+        "the three measured in a rotating order within a round. Per frame, no code of the "
+        "tracker runs after a segment's first frame, with or without a receiver. "
         "Per word, without a receiver the tracker has put nothing in livekit's text chain "
         f"(progress events: {events['no receiver']}); with one, every word made one "
         f"progress event ({events['receiver']:,} of {word['expected_progress_events']:,}), "

@@ -162,8 +162,9 @@ def mark_done(handle: SpeechHandle, *, interrupted: bool = False) -> None:
 
 
 def mark_input_truncated(output: AudioOutput) -> None:
-    """What livekit does on the top output when the TTS failed mid-segment."""
-    output._mark_input_truncated()
+    """What livekit does on the top output when the TTS failed mid-segment (1.8.6 - 1.8.9;
+    the releases before do nothing then, and their outputs have no such method)."""
+    forward_input_truncated(output)
 
 
 # -- live progress: the words the transcription synchronizer shows ---------------------------

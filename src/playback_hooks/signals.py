@@ -149,8 +149,10 @@ class _Registry:
 
 _registry = _Registry()
 
-# Receivers of async decorator handlers: calling one only creates the handler's coroutine.
+# Receivers of decorator handlers, by kind: calling an async one only creates the handler's
+# coroutine.
 _async_receivers: set[Callable[..., Any]] = set()
+_sync_receivers: set[Callable[..., Any]] = set()
 # Receivers of cancel_on_partial handlers: their tasks are cancelled when the message they
 # started for is not heard in full.
 _cancel_on_partial: set[Callable[..., Any]] = set()
@@ -161,7 +163,11 @@ def starts_task(receiver: Callable[..., Any]) -> bool:
 
     Such a receiver runs no handler code when called, so its task can be created at once.
     """
-    return receiver in _async_receivers or inspect.iscoroutinefunction(receiver)
+    if receiver in _async_receivers:
+        return True
+    if receiver in _sync_receivers:
+        return False
+    return inspect.iscoroutinefunction(receiver)  # a receiver connected to the signal itself
 
 
 def cancels_on_partial(receiver: Callable[..., Any]) -> bool:
@@ -235,8 +241,7 @@ def _subscribe(
         return fn(event)
 
     receiver.__qualname__ = handler_name(fn)
-    if is_async:
-        _async_receivers.add(receiver)
+    (_async_receivers if is_async else _sync_receivers).add(receiver)
     if cancel_on_partial:
         _cancel_on_partial.add(receiver)
     # Strong reference: a handler defined inside a function must not silently vanish.
@@ -380,4 +385,5 @@ def disconnect(fn: Callable[..., object]) -> None:
     for sub in subscriptions:
         sub.signal.disconnect(sub.receiver)
         _async_receivers.discard(sub.receiver)
+        _sync_receivers.discard(sub.receiver)
         _cancel_on_partial.discard(sub.receiver)
