@@ -207,6 +207,8 @@ class Ledger:
         #   more;
         # - a speech that never began playing and is done (cut off before its turn) waits
         #   for the speeches admitted before it to be over: it would have played after them.
+        if len(self._speeches) == 1 and binding is not None:
+            return  # the binding speech alone: nothing else to end
         waiting = False  # a speech admitted before this one may still play
         for speech in list(self._speeches.values()):
             if speech.handle.done():

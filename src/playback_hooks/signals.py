@@ -51,7 +51,18 @@ class _OrderedSet(MutableSet[Any]):
         self._items.pop(value, None)
 
     def copy(self) -> _OrderedSet:
-        return _OrderedSet(self._items)
+        new = _OrderedSet()
+        new._items = self._items.copy()
+        return new
+
+    def __or__(self, other: Any) -> _OrderedSet:
+        # blinker unites a signal's receivers for any sender with the sending session's at
+        # every send: a dict union, not the Set mixin's element-by-element one
+        if not isinstance(other, _OrderedSet):
+            return NotImplemented
+        new = _OrderedSet()
+        new._items = self._items | other._items
+        return new
 
 
 class _OrderedSignal(NamedSignal):
