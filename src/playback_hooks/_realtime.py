@@ -47,12 +47,12 @@ class RealtimeTaps:
 
     def tap(self, agent: Agent) -> None:
         """Tap ``agent``'s realtime session, if it has one not tapped yet."""
-        if self._closed:
-            return
+        if self._closed or not self._uses_realtime_model(agent):
+            return  # (asked at every speech: no exception raised and caught for the others)
         try:
             rt_session = agent.realtime_llm_session
         except RuntimeError:
-            return  # not a realtime agent, or its activity is not running
+            return  # its activity is not running (yet)
         if rt_session in self._sessions:
             return
         self._sessions.add(rt_session)
@@ -73,18 +73,18 @@ class RealtimeTaps:
         while loop.time() < deadline and not self._closed:
             with contextlib.suppress(RuntimeError):  # no agent running yet
                 self.tap(self._session.current_agent)
-            if set(self._sessions) - known or not self._uses_realtime_model():
+            try:
+                agent: Agent | None = self._session.current_agent
+            except RuntimeError:
+                agent = None  # no agent yet: keep looking
+            if set(self._sessions) - known or (agent and not self._uses_realtime_model(agent)):
                 return
             await asyncio.sleep(_HANDOFF_POLL_SECONDS)
 
-    def _uses_realtime_model(self) -> bool:
-        session = self._session
-        try:
-            model = session.current_agent.llm
-        except RuntimeError:
-            return True  # no agent yet: keep looking
+    def _uses_realtime_model(self, agent: Agent) -> bool:
+        model = agent.llm
         if not is_given(model):
-            model = session.llm
+            model = self._session.llm
         return isinstance(model, llm.RealtimeModel)
 
     def close(self) -> None:
