@@ -47,7 +47,7 @@ class RealtimeTaps:
 
     def tap(self, agent: Agent) -> None:
         """Tap ``agent``'s realtime session, if it has one not tapped yet."""
-        if self._closed or not self._uses_realtime_model(agent):
+        if self._closed or not self.uses_realtime_model(agent):
             return  # (asked at every speech: no exception raised and caught for the others)
         try:
             rt_session = agent.realtime_llm_session
@@ -77,11 +77,12 @@ class RealtimeTaps:
                 agent: Agent | None = self._session.current_agent
             except RuntimeError:
                 agent = None  # no agent yet: keep looking
-            if set(self._sessions) - known or (agent and not self._uses_realtime_model(agent)):
+            if set(self._sessions) - known or (agent and not self.uses_realtime_model(agent)):
                 return
             await asyncio.sleep(_HANDOFF_POLL_SECONDS)
 
-    def _uses_realtime_model(self, agent: Agent) -> bool:
+    def uses_realtime_model(self, agent: Agent) -> bool:
+        """Whether ``agent`` runs on a realtime model (its own, else the session's)."""
         model = agent.llm
         if not is_given(model):
             model = self._session.llm

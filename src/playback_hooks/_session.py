@@ -49,6 +49,11 @@ class SessionPlayback:
         self._attached = 0  # trackers attached (one at most)
         self._open = 0  # trackers attached, or detached and still reporting
 
+    @property
+    def output(self) -> TrackingOutput | None:
+        """The output put on top of the chain last (it may have been replaced since)."""
+        return self._output
+
     def tracker_attached(self) -> None:
         """A tracker was attached."""
         self._attached += 1

@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, overload
 
-from livekit.agents import AgentSession
+from livekit.agents import Agent, AgentSession
 from livekit.agents.llm import AgentHandoff
 from livekit.agents.voice.events import ConversationItemAddedEvent, SpeechCreatedEvent
 from livekit.agents.voice.speech_handle import SpeechHandle
@@ -106,7 +106,8 @@ class _Reporter:
 
     def started(self, event: MessagePlaybackStarted) -> None:
         self.waiters.seen(event)
-        self.progress.message_started()
+        if self.progress.interval is not None:
+            self.progress.message_started()
         self._delivery.send(self._session, event, self.tasks)
 
     def progressed(self, event: MessagePlaybackProgressed) -> None:
@@ -115,7 +116,8 @@ class _Reporter:
 
     def finished(self, event: MessagePlaybackFinished) -> None:
         self.waiters.seen(event)
-        self.progress.message_finished()
+        if self.progress.interval is not None:
+            self.progress.message_finished()
         self._delivery.send(self._session, event, self.tasks)
 
     def speech_reported(self) -> None:
@@ -163,6 +165,7 @@ class PlaybackTracker:
         )
         self._taps = RealtimeTaps(session, self._playback.ledger)
         self._untracked = UntrackedNodes()
+        self._agent: Callable[[], Agent | None] = lambda: None  # the agent watched last
         self._listeners = {
             "speech_created": listener(lambda ev: self._on_speech_created(ev)),
             "conversation_item_added": listener(lambda ev: self._on_item_added(ev)),
@@ -353,7 +356,8 @@ class PlaybackTracker:
     def _on_speech_created(self, ev: SpeechCreatedEvent) -> None:
         # Emitted before the speech's task reads session.output.audio: the moment to be on
         # top of the chain, whatever RoomIO, the recorder or the app put there before.
-        guarded(self._playback.install, self._session)
+        if self._session.output.audio is not self._playback.output:
+            guarded(self._playback.install, self._session)
         source: Source = "say" if ev.source == "say" else "llm"
         if self._playback.ledger.admit(ev.speech_handle, source, self._reporter):
             self._reporter.admitted()
@@ -368,6 +372,9 @@ class PlaybackTracker:
             agent = self._session.current_agent
         except RuntimeError:
             return  # no agent running yet
+        if agent is self._agent() and not self._taps.uses_realtime_model(agent):
+            return  # asked at every speech: nothing new since the last one
+        self._agent = weakref.ref(agent)
         self._untracked.watch(agent)
         self._taps.tap(agent)
 
