@@ -275,7 +275,9 @@ class LinkedByteStreamWriter:
         data = bytes(data)
         # nothing is sent for no data: livekit's readers skip empty chunks
         for offset in range(0, len(data), STREAM_CHUNK_SIZE):
-            self._room._send_stream(self, "stream_chunk", data[offset : offset + STREAM_CHUNK_SIZE])
+            self._room._streams.send(
+                self, "stream_chunk", data[offset : offset + STREAM_CHUNK_SIZE]
+            )
 
     async def aclose(self, *, reason: str = "", attributes: dict[str, str] | None = None) -> None:
         """End the stream; ``attributes`` are merged into the reader's ``info.attributes``."""
@@ -284,7 +286,7 @@ class LinkedByteStreamWriter:
         self._closed = True
         if not self._room.isconnected():
             raise rtc.StreamError("room is not connected")
-        self._room._send_stream(self, "stream_trailer", b"", dict(attributes or {}))
+        self._room._streams.send(self, "stream_trailer", b"", dict(attributes or {}))
 
 
 class LinkedLocalParticipant:
@@ -333,7 +335,7 @@ class LinkedLocalParticipant:
         Raises:
             rtc.RpcError: The call failed (see the module docstring for the codes).
         """
-        return await self._room._perform_rpc(
+        return await self._room._rpc.perform(
             destination_identity,
             method,
             payload,
@@ -367,7 +369,7 @@ class LinkedLocalParticipant:
         everyone = list(room.remote_participants)
         destinations = everyone if destination_identities is None else destination_identities
         writer = LinkedByteStreamWriter(room, info, list(destinations))
-        room._send_stream(writer, "stream_header", b"")
+        room._streams.send(writer, "stream_header", b"")
         return writer
 
     async def publish_track(
@@ -401,7 +403,7 @@ class LinkedLocalParticipant:
         if not room.isconnected():
             raise PublishDataError("room is not connected")
         data = payload.encode("utf-8") if isinstance(payload, str) else bytes(payload)
-        room._send_data(data, reliable, list(destination_identities), topic)
+        room._packets.send(data, reliable, list(destination_identities), topic)
 
     def __repr__(self) -> str:
         return f"LinkedLocalParticipant(identity={self.identity!r})"
@@ -421,10 +423,9 @@ class LinkedRoom(rtc.EventEmitter[str]):
         self._local = LinkedLocalParticipant(self, identity)
         self._remote: dict[str, LinkedRemoteParticipant] = {}
         self._state: rtc.ConnectionState.ValueType = rtc.ConnectionState.CONN_DISCONNECTED
-        self._stream_handlers: dict[str, Callable[[LinkedByteStreamReader, str], None]] = {}
-        self._readers: dict[str, LinkedByteStreamReader] = {}  # open incoming streams, by id
-        self._calls: dict[str, tuple[str, asyncio.Future[str]]] = {}  # pending outgoing RPCs
-        self._answering: set[asyncio.Task[None]] = set()  # incoming RPCs being handled
+        self._streams = _Streams(self)
+        self._packets = _Packets(self)
+        self._rpc = _Rpc(self)
 
     # -- rtc.Room ----------------------------------------------------------------------------
 
@@ -453,9 +454,9 @@ class LinkedRoom(rtc.EventEmitter[str]):
         Raises:
             ValueError: A handler for ``topic`` is already registered (as in livekit).
         """
-        if topic in self._stream_handlers:
+        if topic in self._streams.handlers:
             raise ValueError(f"byte stream handler for topic '{topic}' already set")
-        self._stream_handlers[topic] = handler
+        self._streams.handlers[topic] = handler
 
     # -- the stand-in's own ------------------------------------------------------------------
 
@@ -496,7 +497,7 @@ class LinkedRoom(rtc.EventEmitter[str]):
         self._pair._link(self).send(lambda: peer._participant_left(self))
         self.emit("connection_state_changed", self._state)
         self.emit("disconnected", rtc.DisconnectReason.CLIENT_INITIATED)
-        tasks = list(self._answering)
+        tasks = list(self._rpc.answering)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -541,38 +542,46 @@ class LinkedRoom(rtc.EventEmitter[str]):
 
     def _fail_pending(self, identity: str | None = None) -> None:
         """Fail the calls to ``identity`` (all when None) and its (all) incoming streams."""
-        for request_id, (callee, fut) in list(self._calls.items()):
-            if identity is None or callee == identity:
-                del self._calls[request_id]
-                if not fut.done():
-                    fut.set_exception(_rpc_error(rtc.RpcError.ErrorCode.RECIPIENT_DISCONNECTED))
+        self._rpc.fail(identity)
+        self._streams.fail(identity)
+
+
+class _Streams:
+    """One side's byte streams: sent to the other side, and received from it."""
+
+    def __init__(self, room: LinkedRoom) -> None:
+        self._room = room
+        self.handlers: dict[str, Callable[[LinkedByteStreamReader, str], None]] = {}
+        self._readers: dict[str, LinkedByteStreamReader] = {}  # open incoming streams, by id
+
+    def fail(self, identity: str | None) -> None:
+        """Cut the open incoming streams from ``identity`` (all when None)."""
         for stream_id, reader in list(self._readers.items()):
             if identity is None or reader._sender == identity:
                 del self._readers[stream_id]
                 reader._push(rtc.StreamError(_DISCONNECTED))
 
-    # -- byte streams ------------------------------------------------------------------------
-
-    def _send_stream(
+    def send(
         self,
         writer: LinkedByteStreamWriter,
         kind: TransmissionKind,
         data: bytes,
         attributes: dict[str, str] | None = None,
     ) -> None:
-        peer = self._pair._peer(self)
+        room = self._room
+        peer = room._pair._peer(room)
         if peer.identity not in writer._destinations:
             return
         info = writer._info
         sent_at = time.time()
-        sender = self.identity
+        sender = room.identity
 
         def deliver() -> None:
-            peer._stream_delivered(kind, sender, info, data, attributes or {}, sent_at)
+            peer._streams.delivered(kind, sender, info, data, attributes or {}, sent_at)
 
-        self._pair._link(self).send(deliver)
+        room._pair._link(room).send(deliver)
 
-    def _stream_delivered(
+    def delivered(
         self,
         kind: TransmissionKind,
         sender: str,
@@ -581,13 +590,14 @@ class LinkedRoom(rtc.EventEmitter[str]):
         attributes: dict[str, str],
         sent_at: float,
     ) -> None:
-        if not self.isconnected() or sender not in self._remote:
+        room = self._room
+        if not room.isconnected() or sender not in room._remote:
             return
-        self._pair._record(
-            kind, sender, self.identity, info.topic, info.stream_id, "", None, len(data), sent_at
+        room._pair._record(
+            kind, sender, room.identity, info.topic, info.stream_id, "", None, len(data), sent_at
         )
         if kind == "stream_header":
-            handler = self._stream_handlers.get(info.topic)
+            handler = self.handlers.get(info.topic)
             if handler is None:
                 logger.info("RoomPair: no handler for byte stream topic %r, ignored", info.topic)
                 return
@@ -607,33 +617,40 @@ class LinkedRoom(rtc.EventEmitter[str]):
             reader_or_none.info.attributes = merged
             reader_or_none._push(None)
 
-    # -- data packets ------------------------------------------------------------------------
 
-    def _send_data(self, data: bytes, reliable: bool, destinations: list[str], topic: str) -> None:
-        peer = self._pair._peer(self)
-        if peer.identity not in self._remote or (
+class _Packets:
+    """One side's data packets: sent to the other side, and received from it."""
+
+    def __init__(self, room: LinkedRoom) -> None:
+        self._room = room
+
+    def send(self, data: bytes, reliable: bool, destinations: list[str], topic: str) -> None:
+        room = self._room
+        peer = room._pair._peer(room)
+        if peer.identity not in room._remote or (
             destinations and peer.identity not in destinations
         ):
             return  # nobody to send it to
-        packet_id = f"DP_{next(self._pair._ids)}"
+        packet_id = f"DP_{next(room._pair._ids)}"
         sent_at = time.time()
-        sender = self.identity
+        sender = room.identity
 
         def deliver() -> None:
-            peer._data_delivered(sender, packet_id, data, reliable, topic, sent_at)
+            peer._packets.delivered(sender, packet_id, data, reliable, topic, sent_at)
 
-        self._pair._link(self).send(deliver)
+        room._pair._link(room).send(deliver)
 
-    def _data_delivered(
+    def delivered(
         self, sender: str, packet_id: str, data: bytes, reliable: bool, topic: str, sent_at: float
     ) -> None:
-        participant = self._remote.get(sender)
-        if not self.isconnected() or participant is None:
+        room = self._room
+        participant = room._remote.get(sender)
+        if not room.isconnected() or participant is None:
             return
-        self._pair._record(
+        room._pair._record(
             "data",
             sender,
-            self.identity,
+            room.identity,
             topic,
             packet_id,
             data.decode("utf-8", errors="replace"),
@@ -649,36 +666,52 @@ class LinkedRoom(rtc.EventEmitter[str]):
             participant=cast(rtc.RemoteParticipant, participant),
             topic=topic,
         )
-        self.emit("data_received", packet)
+        room.emit("data_received", packet)
 
-    # -- RPC ---------------------------------------------------------------------------------
 
-    async def _perform_rpc(
+class _Rpc:
+    """One side's RPC: its calls to the other side, and the answers to the other side's."""
+
+    def __init__(self, room: LinkedRoom) -> None:
+        self._room = room
+        self._calls: dict[str, tuple[str, asyncio.Future[str]]] = {}  # pending outgoing calls
+        self.answering: set[asyncio.Task[None]] = set()  # incoming calls being handled
+
+    def fail(self, identity: str | None) -> None:
+        """Fail the pending calls to ``identity`` (all when None)."""
+        for request_id, (callee, fut) in list(self._calls.items()):
+            if identity is None or callee == identity:
+                del self._calls[request_id]
+                if not fut.done():
+                    fut.set_exception(_rpc_error(rtc.RpcError.ErrorCode.RECIPIENT_DISCONNECTED))
+
+    async def perform(
         self, destination: str, method: str, payload: str, response_timeout: float
     ) -> str:
-        if not self.isconnected():
+        room = self._room
+        if not room.isconnected():
             raise _rpc_error(rtc.RpcError.ErrorCode.SEND_FAILED)
         if len(payload.encode()) > MAX_RPC_PAYLOAD:
             raise _rpc_error(rtc.RpcError.ErrorCode.REQUEST_PAYLOAD_TOO_LARGE)
-        if destination not in self._remote:
+        if destination not in room._remote:
             raise _rpc_error(rtc.RpcError.ErrorCode.RECIPIENT_NOT_FOUND)
-        peer = self._pair._peer(self)
-        request_id = f"RPC_{next(self._pair._ids)}"
+        peer = room._pair._peer(room)
+        request_id = f"RPC_{next(room._pair._ids)}"
         fut: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._calls[request_id] = (destination, fut)
         sent_at = time.time()
-        caller = self.identity
+        caller = room.identity
 
         def deliver() -> None:
-            peer._rpc_delivered(caller, request_id, method, payload, response_timeout, sent_at)
+            peer._rpc.delivered(caller, request_id, method, payload, response_timeout, sent_at)
 
-        self._pair._link(self).send(deliver)
+        room._pair._link(room).send(deliver)
         try:
             return await fut
         finally:
             self._calls.pop(request_id, None)
 
-    def _rpc_delivered(
+    def delivered(
         self,
         caller: str,
         request_id: str,
@@ -687,15 +720,16 @@ class LinkedRoom(rtc.EventEmitter[str]):
         response_timeout: float,
         sent_at: float,
     ) -> None:
-        if not self.isconnected() or caller not in self._remote:
+        room = self._room
+        if not room.isconnected() or caller not in room._remote:
             return
-        self._pair._record(
-            "rpc", caller, self.identity, method, request_id, payload, None, 0, sent_at
+        room._pair._record(
+            "rpc", caller, room.identity, method, request_id, payload, None, 0, sent_at
         )
         data = _invocation(request_id, caller, payload, response_timeout, method)
         task = asyncio.get_running_loop().create_task(self._answer(data, method))
-        self._answering.add(task)
-        task.add_done_callback(self._answering.discard)
+        self.answering.add(task)
+        task.add_done_callback(self.answering.discard)
 
     async def _answer(self, data: rtc.RpcInvocationData, method: str) -> None:
         error: rtc.RpcError | None = None
@@ -715,19 +749,20 @@ class LinkedRoom(rtc.EventEmitter[str]):
             error = _rpc_error(rtc.RpcError.ErrorCode.APPLICATION_ERROR)
         if error is None and len(response.encode()) > MAX_RPC_PAYLOAD:
             error = _rpc_error(rtc.RpcError.ErrorCode.RESPONSE_PAYLOAD_TOO_LARGE)
-        if not self.isconnected():
+        room = self._room
+        if not room.isconnected():
             return  # the caller's call already failed with RECIPIENT_DISCONNECTED
-        peer = self._pair._peer(self)
+        peer = room._pair._peer(room)
         sent_at = time.time()
-        callee = self.identity
+        callee = room.identity
 
         def deliver() -> None:
-            peer._rpc_answered(callee, data.request_id, method, response, error, sent_at)
+            peer._rpc.answered(callee, data.request_id, method, response, error, sent_at)
 
-        self._pair._link(self).send(deliver)
+        room._pair._link(room).send(deliver)
 
     async def _invoke(self, data: rtc.RpcInvocationData, method: str) -> str:
-        handler = self._local._rpc_handlers.get(method)
+        handler = self._room._local._rpc_handlers.get(method)
         if handler is None:
             raise _rpc_error(rtc.RpcError.ErrorCode.UNSUPPORTED_METHOD)
         result = handler(data)
@@ -735,7 +770,7 @@ class LinkedRoom(rtc.EventEmitter[str]):
             result = await result
         return "" if result is None else str(result)
 
-    def _rpc_answered(
+    def answered(
         self,
         callee: str,
         request_id: str,
@@ -748,8 +783,9 @@ class LinkedRoom(rtc.EventEmitter[str]):
         if call is None:
             return  # failed already (a side disconnected)
         code = None if error is None else error.code
-        self._pair._record(
-            "rpc_response", callee, self.identity, method, request_id, response, code, 0, sent_at
+        room = self._room
+        room._pair._record(
+            "rpc_response", callee, room.identity, method, request_id, response, code, 0, sent_at
         )
         _, fut = call
         if fut.done():
