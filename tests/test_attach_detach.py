@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from livekit import rtc
 from livekit.agents import AgentSession
 
 import playback_hooks as ph
@@ -26,6 +25,7 @@ from playback_hooks.testing import EventCollector, ScriptedLLM, SimulatedSink, S
 
 from .agents import Item, ScriptAgent, boundary
 from .chains import ChainRun, SinkReports, start_chain
+from .sinks import RefusingSink
 
 PLAYOUT = 8.0
 """Seconds any speech of these tests takes to play out, and far more."""
@@ -347,22 +347,6 @@ async def _collect_and_drop(*, close: bool) -> tuple[bool, bool]:
     if kept is not None:
         kept.close()
     return released
-
-
-class RefusingSink(SimulatedSink):
-    """A sink whose capture_frame raises for the first frame of segment number ``refuse``."""
-
-    def __init__(self, refuse: int) -> None:
-        super().__init__()
-        self.refuse = refuse
-        self.first_frames = 0
-
-    async def capture_frame(self, frame: rtc.AudioFrame) -> None:
-        if self._current is None:
-            self.first_frames += 1
-            if self.first_frames == self.refuse:
-                raise RuntimeError("sink refused the frame")
-        await super().capture_frame(frame)
 
 
 class TestRefusedSegment:

@@ -295,6 +295,17 @@ async def _leftover_tasks() -> list[asyncio.Task[Any]]:
     return [t for t in others if not t.done()]
 
 
+async def play_both(
+    agent: Callable[[], Agent], scenario: Callable[[AvatarRun], Awaitable[None]], **kwargs: Any
+) -> AvatarRun:
+    """Play ``scenario`` without, then with the tracker (a new agent each time); assert the
+    tracker changed nothing livekit or the avatar did; return the tracked run."""
+    untracked = await play(agent(), scenario, tracked=False, **kwargs)
+    tracked = await play(agent(), scenario, tracked=True, **kwargs)
+    same_livekit_side(untracked, tracked)
+    return tracked
+
+
 def same_livekit_side(untracked: AvatarRun, tracked: AvatarRun) -> None:
     """Assert the tracker changed nothing livekit or the avatar did."""
 
@@ -594,9 +605,7 @@ class TestInterruption:
     """A cut in message 2 of 3: 1 full, 2 partial at the avatar's position, 3 skipped."""
 
     async def test_interrupted_in_message_two_of_three(self) -> None:
-        untracked = await play(ScriptAgent(THREE), cut_in_message_two, tracked=False)
-        tracked = await play(ScriptAgent(THREE), cut_in_message_two, tracked=True)
-        same_livekit_side(untracked, tracked)
+        tracked = await play_both(lambda: ScriptAgent(THREE), cut_in_message_two)
 
         run = tracked
         # message 3 is never pushed; the runner sends a last, stray start after the clear
@@ -665,9 +674,7 @@ class TestLateStartReport:
     async def test_short_messages_with_a_long_avatar_delay(self) -> None:
         script: list[Item] = [boundary("s1"), "Hi.", boundary("s2"), "Yes.", boundary("s3"), "Ok."]
         delay = 0.5
-        untracked = await play(ScriptAgent(script), reply_once, tracked=False, start_delay=delay)
-        tracked = await play(ScriptAgent(script), reply_once, tracked=True, start_delay=delay)
-        same_livekit_side(untracked, tracked)
+        tracked = await play_both(lambda: ScriptAgent(script), reply_once, start_delay=delay)
 
         run = tracked
         assert run.timeline() == ["push", "started", "finished(interrupted=False)"] * 3
@@ -702,9 +709,7 @@ class TestTurnAfterAnInterruption:
     async def test_stray_start_before_the_next_turn(self, caplog: pytest.LogCaptureFixture) -> None:
         scripts = (THREE, NEXT)
         scenario = cut_then_next_turn_after_the_stray_start
-        untracked = await play(ScriptAgent(*scripts), scenario, tracked=False)
-        tracked = await play(ScriptAgent(*scripts), scenario, tracked=True)
-        same_livekit_side(untracked, tracked)
+        tracked = await play_both(lambda: ScriptAgent(*scripts), scenario)
 
         run = tracked
         assert run.timeline() == [
@@ -761,9 +766,7 @@ class TestTurnAfterAnInterruption:
         # sends the stray start; the next turn's audio is pushed before the stray arrives
         scripts = (THREE, NEXT)
         scenario = cut_then_next_turn_at_once
-        untracked = await play(ScriptAgent(*scripts), scenario, tracked=False, latency=0.15)
-        tracked = await play(ScriptAgent(*scripts), scenario, tracked=True, latency=0.15)
-        same_livekit_side(untracked, tracked)
+        tracked = await play_both(lambda: ScriptAgent(*scripts), scenario, latency=0.15)
 
         run = tracked
         assert run.timeline() == [
@@ -1048,9 +1051,7 @@ class TestGreeting:
     """attach() before start(): the greeting said in on_enter is reported through the avatar."""
 
     async def test_greeting_in_on_enter(self) -> None:
-        untracked = await play(GreetingAgent(), greeted, tracked=False)
-        tracked = await play(GreetingAgent(), greeted, tracked=True)
-        same_livekit_side(untracked, tracked)
+        tracked = await play_both(lambda: GreetingAgent(), greeted)
 
         run = tracked
         assert run.timeline() == ["push", "started", "finished(interrupted=False)"]

@@ -8,7 +8,6 @@ from collections.abc import AsyncIterable
 from typing import Any
 
 import pytest
-from livekit import rtc
 from livekit.agents import Agent
 
 import playback_hooks as ph
@@ -17,22 +16,7 @@ from playback_hooks.testing import SimulatedSink
 
 from .agents import ScriptAgent, boundary
 from .conftest import StartSession
-
-
-class RefusingSink(SimulatedSink):
-    """A sink whose capture_frame raises for the first frame of segment number ``refuse``."""
-
-    def __init__(self, refuse: int) -> None:
-        super().__init__()
-        self.refuse = refuse
-        self.first_frames = 0
-
-    async def capture_frame(self, frame: rtc.AudioFrame) -> None:
-        if self._current is None:
-            self.first_frames += 1
-            if self.first_frames == self.refuse:
-                raise RuntimeError("sink refused the frame")
-        await super().capture_frame(frame)
+from .sinks import RefusingSink
 
 
 class FailingNodeAgent(Agent):
