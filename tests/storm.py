@@ -996,15 +996,19 @@ def check_session(d: SessionDriver) -> list[str]:
                 v.append(f"{label}: {f.message_id!r} full but interrupted")
             if f.played == "partial" and not f.interrupted:
                 v.append(f"{label}: {f.message_id!r} partial but not interrupted")
-            # 4. progress: inside the message (checked above), never backwards, capped
+            # 4. progress: inside the message (checked above), never backwards, never ahead
+            # of the clock since the sink started it (the rule of docs/progress.md: this sink
+            # reports no played run, so the position is that clock, paused time left out;
+            # it is not capped at the audio handed over, which a stalling sink falls behind)
             last_position, last_words = 0.0, 0
             for p in progress_of.get(key, []):
                 if p.position + 1e-9 < last_position:
                     v.append(f"{label}: progress of {f.message_id!r} went back to {p.position}")
-                if p.position > seg.captured + 0.05:
+                started_at = f.started_at if f.started_at is not None else p.at
+                if p.position > p.at - started_at + 1e-6:
                     v.append(
-                        f"{label}: progress of {f.message_id!r} at {p.position:.3f} s, past "
-                        f"the {seg.captured:.3f} s handed to the sink"
+                        f"{label}: progress of {f.message_id!r} at {p.position:.3f} s, ahead "
+                        f"of the {p.at - started_at:.3f} s since the sink started it"
                     )
                 words = len(p.heard_text or "")
                 if words < last_words:
