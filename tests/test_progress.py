@@ -41,6 +41,7 @@ from .test_chains import (
 )
 
 SINKS: list[SinkKind] = ["simulated", "room"]
+CLOCK_SLACK = 1e-6  # float rounding only
 
 Key = tuple[str, int]  # (speech id, index): a message, even when ids repeat
 
@@ -70,7 +71,10 @@ def check_progress(collector: EventCollector) -> Progress:
     Every progress event of a message comes after its started event and before its finished
     event; a message that never started gets none; ``position``, ``heard_text`` and ``at``
     never go backwards within a message; ``heard_text`` is None for all of a message's
-    events or for none; ``at`` is not before the message's start.
+    events or for none; ``at`` is not before the message's start, and ``position`` is never
+    ahead of the clock since then (the rule of docs/progress.md; nothing caps it at the
+    audio handed over, so it may pass the audio's length between the sink's end and its
+    report).
     """
     progress = Progress(collector)
     state: dict[Key, str] = {}
@@ -84,6 +88,7 @@ def check_progress(collector: EventCollector) -> Progress:
         elif isinstance(ev, ph.MessagePlaybackProgressed):
             assert state.get(key) == "playing", ev
             assert ev.at >= started_at[key]
+            assert ev.position <= ev.at - started_at[key] + CLOCK_SLACK, ev
             seen = progress.by_message.setdefault(key, [])
             if seen:
                 last = seen[-1]
@@ -192,8 +197,6 @@ class TestWordsPerMessage:
             assert added == shown[k][: len(added)]
             assert finished.transcript is not None
             assert finished.transcript.startswith(events[-1].heard_text or "")
-            # never more than the audio handed to the sink (all of which played)
-            assert all(e.position <= finished.playback_position + 1e-9 for e in events)
             assert not any(e.paused for e in events)
             assert {(e.speech_id, e.index, e.source) for e in events} == {
                 (finished.speech_id, k, "llm")
@@ -306,7 +309,6 @@ class TestRealtime:
             }
             added = words_added(events)
             assert len(added) >= 1 and added == shown[k][: len(added)]
-            assert all(e.position <= (item.audio_seconds or 0) + 1e-6 for e in events)
 
 
 class TestInterval:
@@ -335,10 +337,10 @@ class TestInterval:
         await tracker.aclose()
         progress = check_progress(collector)
         m2 = progress.of("m2")
-        # the ticks of a message: no words without a synchronizer, and never past its audio
+        # the ticks of a message: no words without a synchronizer, never ahead of the clock
+        # (checked above for every event)
         assert len(m2) >= 3
         assert all(e.heard_text is None and not e.paused for e in m2)
-        assert m2[-1].position <= progress.finished("m2").playback_position + 1e-9
         assert tracker.stats() == ph.TrackerStats(0, 0, 0, 0, 2, 0)
 
     async def test_detach_stops_progress_at_once(self, start_session: StartSession) -> None:
