@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from livekit import rtc
 from livekit.agents.voice.io import (
@@ -159,8 +160,17 @@ class TrackingOutput(TransparentOutput):
     segment reach the output below directly, until the segment's ``flush()``.
     """
 
+    # livekit looks ``capture_frame`` up on this object for every frame. A slot holds what
+    # it finds: this output's ``_first_frame`` until a segment's first frame arrived, then
+    # the output below's ``capture_frame`` until the segment's flush. (A slot, not the
+    # instance's dictionary: from Python 3.12 CPython specializes that lookup.)
+    __slots__ = ("capture_frame",)
+    capture_frame: Callable[[rtc.AudioFrame], Coroutine[Any, Any, None]]  # type: ignore[assignment]
+
     def __init__(self, ledger: Ledger, below: AudioOutput) -> None:
         super().__init__(below, label=LABEL)
+        self._first = self._first_frame
+        self.capture_frame = self._first
         self._ledger = ledger
         self._order = ledger.order
         # segments handed below whose end the sink has not reported, oldest first; None
@@ -183,7 +193,7 @@ class TrackingOutput(TransparentOutput):
 
     # -- the frame path ---------------------------------------------------------------------
 
-    async def capture_frame(self, frame: rtc.AudioFrame) -> None:
+    async def _first_frame(self, frame: rtc.AudioFrame) -> None:
         # the first frame of a segment: the rest go to the output below directly
         self._segment_open = True
         msg = guarded(self._bind_with_audio)
@@ -202,12 +212,11 @@ class TrackingOutput(TransparentOutput):
         # Counted once the sink accepted the frame, unlike the usual base-first order (the
         # base class's bookkeeping only: the forwarding is done here).
         await AudioOutput.capture_frame(self, frame)
-        # livekit looks the method up on this object for every frame: until the segment's
-        # flush, it finds the output below's own, and no code of the tracker runs per frame
-        self.__dict__["capture_frame"] = self._below.capture_frame
+        # until the segment's flush, no code of the tracker runs per frame
+        self.capture_frame = self._below.capture_frame
 
     def flush(self) -> None:
-        self.__dict__.pop("capture_frame", None)
+        self.capture_frame = self._first
         AudioOutput.flush(self)
         if not self._segment_open:
             # a segment with no audio (interrupted before its first frame, or a TTS that
