@@ -43,22 +43,22 @@ from typing import Any
 import playback_hooks as ph
 
 from .common import (
+    CHAIN_KINDS,
     CHAIN_NAMES,
     Chain,
     ChainKind,
     ProbedRoomOutput,
     ReplyAgent,
     SessionCpu,
+    chain_ratio_targets,
     check_target,
     ratio,
-    ratio_target,
     round_table,
     spread,
     start_chain,
 )
 
 TITLE = "CPU cost of the tracker, all in, per second of audio (whole sessions)"
-KINDS: tuple[ChainKind, ...] = ("roomio", "bare")
 SETTLE_S = 0.05  # after the replies are done: their last events are delivered on later iterations
 
 # The tracker's modules, by part of its per-message work (the rest of the package is its
@@ -174,7 +174,7 @@ async def run(sizes: Sizes) -> dict[str, Any]:
     """Play the replies and return CPU per second of audio (see the module docstring)."""
     cpu = SessionCpu()
     cpu.install()
-    groups = [await _start(kind, sizes, cpu, 100 * k) for k, kind in enumerate(KINDS)]
+    groups = [await _start(kind, sizes, cpu, 100 * k) for k, kind in enumerate(CHAIN_KINDS)]
     counts = {"started": 0, "finished": 0}
 
     def count(sender: Any, *, event: Any, **_: Any) -> None:
@@ -182,9 +182,9 @@ async def run(sizes: Sizes) -> dict[str, Any]:
 
     ph.message_playback_started.connect(count, weak=False)
     ph.message_playback_finished.connect(count, weak=False)
-    rounds: dict[ChainKind, list[dict[str, Any]]] = {kind: [] for kind in KINDS}
+    rounds: dict[ChainKind, list[dict[str, Any]]] = {kind: [] for kind in CHAIN_KINDS}
     audio = {"tracked": 0.0, "untracked": 0.0}
-    added_us: dict[ChainKind, list[float]] = {kind: [] for kind in KINDS}
+    added_us: dict[ChainKind, list[float]] = {kind: [] for kind in CHAIN_KINDS}
     checks: dict[str, Any] = {}
     t0 = time.perf_counter()
     try:
@@ -234,8 +234,8 @@ async def run(sizes: Sizes) -> dict[str, Any]:
             for chain in group.chains:
                 await chain.aclose()
 
-    expected = sizes.rounds * sizes.batches * sizes.per_side * sizes.messages * len(KINDS)
-    extra = 2 * sizes.per_side * sizes.messages * len(KINDS)  # the two checking batches
+    expected = sizes.rounds * sizes.batches * sizes.per_side * sizes.messages * len(CHAIN_KINDS)
+    extra = 2 * sizes.per_side * sizes.messages * len(CHAIN_KINDS)  # the two checking batches
     results: dict[str, Any] = {
         "wall_s": wall,
         "per_side": sizes.per_side,
@@ -246,7 +246,7 @@ async def run(sizes: Sizes) -> dict[str, Any]:
         "exactly_counted": counts["started"] == counts["finished"] == expected + extra,
         **checks,
     }
-    for kind in KINDS:
+    for kind in CHAIN_KINDS:
         per_round = rounds[kind]
         results[kind] = {
             "chain": CHAIN_NAMES[kind],
@@ -283,13 +283,8 @@ async def _checks(groups: list[_Chains], cpu: SessionCpu, r: int, sizes: Sizes) 
 def targets(res: dict[str, Any]) -> list[dict[str, Any]]:
     """All-in CPU per second of audio, tracked / untracked, in both chains."""
     return [
-        *(
-            ratio_target(
-                f"all-in CPU per second of audio, tracked / untracked, {res[kind]['chain']}",
-                1.02,
-                res[kind]["ratio"]["rounds"],
-            )
-            for kind in KINDS
+        *chain_ratio_targets(
+            res, "all-in CPU per second of audio, tracked / untracked", 1.02, "ratio"
         ),
         check_target(
             "all-in: the tracker's calls outside the sessions' CPU accounts",
@@ -313,7 +308,7 @@ def report(res: dict[str, Any]) -> list[str]:
         "(min / median / max over batches) |",
         "|---|---|---|---|---|---|",
     ]
-    for kind in KINDS:
+    for kind in CHAIN_KINDS:
         c = res[kind]
         m = c["cpu_ms_per_audio_s"]
         a = c["added_us_per_message"]
@@ -322,7 +317,7 @@ def report(res: dict[str, Any]) -> list[str]:
             f"{c['ratio']['median']:.3f} | {c['batches_each']} | "
             f"{a['min']:,.0f} / {a['median']:,.0f} / {a['max']:,.0f} |"
         )
-    lines += round_table(res, KINDS, "ratio", "ratio")
+    lines += round_table(res, CHAIN_KINDS, "ratio", "ratio")
     parts = res["profiled_us_per_message"]
     total = sum(parts.values()) or 1.0
     lines += [

@@ -47,6 +47,7 @@ ChainKind = Literal["roomio", "bare"]
 
 SinkKind = Literal["room", "simulated"]
 
+CHAIN_KINDS: tuple[ChainKind, ...] = ("roomio", "bare")
 CHAIN_NAMES: dict[ChainKind, str] = {
     "roomio": "RoomIO chain (synchronizer > participant output)",
     "bare": "bare sink (participant output alone)",
@@ -104,6 +105,17 @@ def ratio_target(
         "spread": s,
         "met": bool(s["median"] <= limit),
     }
+
+
+def chain_ratio_targets(
+    res: dict[str, Any], name: str, limit: float, key: str
+) -> list[dict[str, Any]]:
+    """One ratio target per chain in ``res`` (RoomIO's, then the bare sink), each judged on
+    the rounds of ``res[kind][key]``."""
+    return [
+        ratio_target(f"{name}, {res[kind]['chain']}", limit, res[kind][key]["rounds"])
+        for kind in CHAIN_KINDS
+    ]
 
 
 def round_table(res: dict[str, Any], kinds: Sequence[str], label: str, key: str) -> list[str]:

@@ -53,17 +53,18 @@ import playback_hooks as ph
 from playback_hooks import _listeners
 
 from .common import (
+    CHAIN_KINDS,
     CHAIN_NAMES,
     Chain,
     ChainKind,
     ProbedRoomOutput,
+    chain_ratio_targets,
     check_target,
     end_speech,
     in_speech,
     new_speech,
     pcm_frame,
     ratio,
-    ratio_target,
     round_table,
     spread,
     start_chain,
@@ -71,7 +72,6 @@ from .common import (
 )
 
 TITLE = "CPU cost of the tracker in the audio path (per frame, per segment)"
-KINDS: tuple[ChainKind, ...] = ("roomio", "bare")
 PARTS = (
     "speech_created",
     "capture_start",
@@ -196,10 +196,10 @@ async def _step(
         order = order if step % 2 == 0 else order[::-1]
         segs[kind] = [await _open(c, c in tracked[kind], frame) for c in order]
     for k in range(frames - 1):
-        for kind in KINDS:
+        for kind in CHAIN_KINDS:
             for seg in segs[kind] if k % 2 == 0 else segs[kind][::-1]:
                 await _frame(seg, frame)
-    everything = [seg for kind in KINDS for seg in segs[kind]]
+    everything = [seg for kind in CHAIN_KINDS for seg in segs[kind]]
     for seg in everything:
         _flush(seg)
     await asyncio.gather(*(seg.out.wait_for_playout() for seg in everything))
@@ -213,7 +213,7 @@ async def _step(
 
 async def _measure(sizes: Sizes) -> dict[str, Any]:
     groups: dict[ChainKind, tuple[tuple[Chain, ...], tuple[Chain, ...]]] = {}
-    for kind in KINDS:
+    for kind in CHAIN_KINDS:
         made: list[tuple[Chain, ...]] = []
         for _ in range(2):
             made.append(
@@ -228,7 +228,7 @@ async def _measure(sizes: Sizes) -> dict[str, Any]:
             )
         groups[kind] = (made[0], made[1])
     frame = pcm_frame(0.02)
-    rounds: dict[ChainKind, list[dict[str, list[_Open]]]] = {kind: [] for kind in KINDS}
+    rounds: dict[ChainKind, list[dict[str, list[_Open]]]] = {kind: [] for kind in CHAIN_KINDS}
     started = {"events": 0}
 
     def count(sender: Any, **_: Any) -> None:
@@ -245,7 +245,7 @@ async def _measure(sizes: Sizes) -> dict[str, Any]:
                 trackers += [ph.attach(chain.session) for chain in group]
             gc.collect()
             collected: dict[ChainKind, dict[str, list[_Open]]] = {
-                kind: {"tracked": [], "untracked": []} for kind in KINDS
+                kind: {"tracked": [], "untracked": []} for kind in CHAIN_KINDS
             }
             for _ in range(sizes.segments if r >= 0 else 2):
                 for seg in await _step(groups, tracked, frame, sizes.frames, step):
@@ -254,7 +254,7 @@ async def _measure(sizes: Sizes) -> dict[str, Any]:
             for tracker in trackers:
                 await tracker.aclose()
             if r >= 0:
-                for kind in KINDS:
+                for kind in CHAIN_KINDS:
                     rounds[kind].append(collected[kind])
         for kind, (group, _) in groups.items():
             calls_per_frame[kind] = await _calls_per_frame(group[0], frame, sizes.frames)
@@ -273,11 +273,11 @@ async def _measure(sizes: Sizes) -> dict[str, Any]:
 
     results: dict[str, Any] = {
         "started_events": started["events"],
-        "expected_started_events": sizes.rounds * sizes.segments * sizes.sessions * len(KINDS)
-        + len(KINDS),  # the segment that counts the calls per frame
+        "expected_started_events": sizes.rounds * sizes.segments * sizes.sessions * len(CHAIN_KINDS)
+        + len(CHAIN_KINDS),  # the segment that counts the calls per frame
         "tracker_calls_per_frame": calls_per_frame,
     }
-    for kind in KINDS:
+    for kind in CHAIN_KINDS:
         per_round: list[dict[str, Any]] = []
         for coll in rounds[kind]:
             a, b = coll["untracked"], coll["tracked"]
@@ -372,13 +372,8 @@ def targets(res: dict[str, Any]) -> list[dict[str, Any]]:
     """Steady-state frame cost, tracked / untracked, in both chains; no tracker code there."""
     calls = res["tracker_calls_per_frame"]
     return [
-        *(
-            ratio_target(
-                f"steady-state frame CPU, tracked / untracked, {res[kind]['chain']}",
-                1.01,
-                res[kind]["steady_ratio"]["rounds"],
-            )
-            for kind in KINDS
+        *chain_ratio_targets(
+            res, "steady-state frame CPU, tracked / untracked", 1.01, "steady_ratio"
         ),
         check_target(
             "calls into the tracker's code per steady-state frame, both chains",
@@ -407,7 +402,7 @@ def report(res: dict[str, Any]) -> list[str]:
         "| chain | cost | untracked | tracked | added | of it livekit's emitter | ratio |",
         "|---|---|---|---|---|---|---|",
     ]
-    for kind in KINDS:
+    for kind in CHAIN_KINDS:
         c = res[kind]
         s = c["steady_ns"]
         lines.append(
@@ -433,8 +428,8 @@ def report(res: dict[str, Any]) -> list[str]:
             f"{_us(total['tracked'])} | {_us(total['tracked'] - total['untracked'])} | "
             f"{_us(total['emitter'])} | {ratio(total['tracked'], total['untracked']):.2f} |"
         )
-    lines += round_table(res, KINDS, "steady frame ratio", "steady_ratio")
-    first = res[KINDS[0]]
+    lines += round_table(res, CHAIN_KINDS, "steady frame ratio", "steady_ratio")
+    first = res[CHAIN_KINDS[0]]
     lines += [
         "",
         f"{first['segments_each']} segments of {first['frames_per_segment']} frames (20 ms) "
