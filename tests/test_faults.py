@@ -15,6 +15,7 @@ from playback_hooks._order import PlaybackOrder
 from playback_hooks.testing import SimulatedSink
 
 from .agents import ScriptAgent, boundary
+from .chains import start_chain
 from .conftest import StartSession
 from .sinks import RefusingSink
 
@@ -191,3 +192,31 @@ class TestInternalErrors:
         errors = [r for r in caplog.records if "internal error" in r.getMessage()]
         assert len(errors) == 2
         assert all(r.exc_info is not None for r in errors)
+
+    async def test_progress_bookkeeping_failure_never_reaches_livekit(
+        self, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # RoomIO's participant output reports played runs (here: the end of each playout);
+        # following them is guarded where it runs, not through guarded()
+        def broken(*args: Any) -> None:
+            raise RuntimeError("bookkeeping bug")
+
+        monkeypatch.setattr(PlaybackOrder, "run_played", broken)
+        run = await start_chain(
+            ScriptAgent([boundary("a"), "One.", boundary("b"), "Two."]), sink="room"
+        )
+        assert run.events is not None
+        try:
+            handle = run.session.generate_reply()
+            await asyncio.wait_for(handle.wait_for_playout(), 15)
+            await run.events.wait_finished(2, timeout=5)
+        finally:
+            await run.aclose()
+        runs = sum(len(segment) for segment in run.sink_reports.progressed)
+        errors = [r for r in caplog.records if "internal error in" in r.getMessage()]
+        assert runs >= 2 and len(errors) == runs
+        assert all(r.exc_info is not None and r.exc_info[0] is RuntimeError for r in errors)
+        assert [(e.message_id, e.played) for e in run.events.finished] == [
+            ("a", "full"),
+            ("b", "full"),
+        ]

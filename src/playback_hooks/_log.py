@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-__all__ = ["LABEL", "guarded", "logger"]
+__all__ = ["LABEL", "guarded", "internal_error", "logger"]
 
 LABEL = "playback_hooks"
 """The package's name where livekit shows it: its logger, and its outputs' ``label``."""
@@ -24,10 +24,19 @@ def guarded(fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T | None:
     try:
         return fn(*args, **kwargs)
     except Exception:
-        step = getattr(fn, "__qualname__", repr(fn))
-        logger.exception(
-            "internal error in %s; playback events may be incomplete",
-            step,
-            extra={"playback_hooks.step": step},
-        )
+        internal_error(fn)
         return None
+
+
+def internal_error(fn: Callable[..., Any]) -> None:
+    """Log the exception being handled, raised by the bookkeeping step ``fn``.
+
+    For the steps that run several times per message, where the guard is written out
+    (``try: ... except Exception: internal_error(step)``) rather than through ``guarded()``.
+    """
+    step = getattr(fn, "__qualname__", repr(fn))
+    logger.exception(
+        "internal error in %s; playback events may be incomplete",
+        step,
+        extra={"playback_hooks.step": step},
+    )

@@ -116,9 +116,11 @@ class PlaybackOrder:
 
     def run_played(self, msg: Message, started_at: float, duration: float, now: float) -> None:
         """The sink reports a run of ``msg``'s audio that played."""
-        if msg.playhead is not None:
-            msg.playhead.run_played(started_at, duration, now)
-            self._report_progress(msg, now)
+        playhead = msg.playhead
+        if playhead is not None:
+            playhead.run_played(started_at, duration, now)
+            if playhead.followed:
+                self._report_progress(msg, now)
 
     def paused(self, msg: Message, now: float) -> None:
         """The output was paused while ``msg``'s segment was open."""

@@ -25,7 +25,7 @@ from livekit.agents.voice.io import (
 from . import _livekit
 from ._ledger import Ledger
 from ._listeners import listener
-from ._log import LABEL, guarded, logger
+from ._log import LABEL, guarded, internal_error, logger
 from ._messages import Message
 from ._words import WordTap
 
@@ -307,12 +307,20 @@ class TrackingOutput(TransparentOutput):
             guarded(self._order.segment_finished, msg, 0.0, interrupted=True, transcript=None)
 
     def _below_progressed(self, ev: PlaybackProgressedEvent) -> None:
-        if not self._segments:
+        # several times per message (RoomIO's output reports every buffer underrun): the
+        # base class's step and the guard are written out
+        segments = self._segments
+        if not segments:
             return
-        super()._below_progressed(ev)
-        msg = self._segments[0]
-        if msg is not None:
-            guarded(self._order.run_played, msg, ev.started_at, ev.duration, time.time())
+        self.on_playback_progressed(
+            started_at=ev.started_at, offset=ev.offset, duration=ev.duration
+        )
+        msg = segments[0]
+        if msg is not None and msg.playhead is not None:
+            try:
+                self._order.run_played(msg, ev.started_at, ev.duration, time.time())
+            except Exception:
+                internal_error(self._order.run_played)
 
     def _start_not_reported(self) -> None:
         if self._warned_start_not_reported:

@@ -77,7 +77,10 @@ class Playhead:
         self._played += duration
         if self._started_at is None:
             self._started_at = started_at
-        self._move_anchor(max(self._anchor, started_at + duration, now))
+        self._anchor = anchor = max(self._anchor, started_at + duration, now)
+        if self._pauses:
+            # pauses over before the new anchor no longer count
+            self._pauses = [p for p in self._pauses if p[1] > anchor]
 
     def pause(self, now: float) -> None:
         """The output was paused (idempotent: the first call counts)."""
@@ -113,8 +116,3 @@ class Playhead:
         if self._paused_at is not None:
             paused += max(0.0, end - max(self._paused_at, start))
         return paused
-
-    def _move_anchor(self, anchor: float) -> None:
-        self._anchor = anchor
-        # pauses over before the new anchor no longer count
-        self._pauses = [p for p in self._pauses if p[1] > anchor]

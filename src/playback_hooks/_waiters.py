@@ -66,18 +66,25 @@ class Waiters:
         """Remember ``event`` and wake the calls waiting for it."""
         kind: Kind = "started" if isinstance(event, MessagePlaybackStarted) else "finished"
         key = (event.speech_id, event.message_id)
-        seen = self._history.get(key)
-        if seen is None or kind in seen or "finished" in seen:
-            # An id may repeat within a speech (two markers with the same id): an event of a
-            # kind already seen, or any event after a finished one, starts a new message.
-            seen = self._history[key] = {}
-        self._history.move_to_end(key)
+        history = self._history
+        seen = history.get(key)
+        if seen is None:
+            seen = history[key] = {}  # (a new key is the newest)
+        else:
+            if kind in seen or "finished" in seen:
+                # An id may repeat within a speech (two markers with the same id): an event
+                # of a kind already seen, or any event after a finished one, starts a new
+                # message.
+                seen = history[key] = {}
+            history.move_to_end(key)
         seen[kind] = event
         self._latest_speech[event.message_id] = event.speech_id
-        while len(self._history) > HISTORY_SIZE:
-            (speech_id, message_id), _ = self._history.popitem(last=False)
+        while len(history) > HISTORY_SIZE:
+            (speech_id, message_id), _ = history.popitem(last=False)
             if self._latest_speech.get(message_id) == speech_id:
                 del self._latest_speech[message_id]
+        if not self._waiting:
+            return  # nobody waits
         self._wake(event, kind, event)
         if isinstance(event, MessagePlaybackFinished) and event.played == "skipped":
             self._wake(event, "started", MessageNotPlayed(event))
