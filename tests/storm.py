@@ -53,6 +53,7 @@ from livekit.agents.voice.speech_handle import SpeechHandle
 from livekit.agents.voice.transcription import TranscriptSynchronizer
 
 import playback_hooks as ph
+from playback_hooks import _ledger, _session
 from playback_hooks.testing import EventCollector, ScriptedLLM, SimulatedSink, SineTTS
 
 from .chains import RecordingTextOutput
@@ -1380,6 +1381,15 @@ async def run_storm(config: StormConfig) -> StormResult:
         violations.append(
             f"{kept} per-message objects alive after {messages} messages in "
             f"{len(config.seeds)} closed sessions: {grown}"
+        )
+    # the state kept per session and per speech goes with its last tracker, whoever still
+    # holds the closed session (its registries hold the sessions and speeches weakly, so an
+    # entry left would keep its key alive through its own state)
+    sessions_kept, speeches_kept = len(_session._playbacks), len(_ledger._reporting)
+    if sessions_kept or speeches_kept:
+        violations.append(
+            f"after {len(config.seeds)} closed sessions, the package still keeps the state of "
+            f"{sessions_kept} sessions and {speeches_kept} speeches"
         )
     # and a closed session is not kept alive by playback_hooks (livekit may keep one itself,
     # e.g. through the traceback of a frame the sink refused; that is not held against it)

@@ -334,7 +334,7 @@ async def _collect_and_drop(*, close: bool) -> tuple[bool, bool]:
     session.output.audio = sink
     collector = EventCollector(session, progress=True)
     await session.start(ScriptAgent(), record=False)
-    # no speech: livekit 1.8.9 keeps a session that spoke alive after aclose() by itself
+    # (sessions that spoke: TestSessionReleased in test_lifecycle.py)
     await asyncio.wait_for(session.aclose(), CLOSE)
     await sink.aclose()
     session_ref, collector_ref = weakref.ref(session), weakref.ref(collector)

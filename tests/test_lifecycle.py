@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 from typing import Any
 
 import pytest
@@ -10,9 +12,10 @@ from livekit import rtc
 from livekit.agents import AgentSession
 
 import playback_hooks as ph
-from playback_hooks.testing import SimulatedSink
+from playback_hooks.testing import ScriptedLLM, SimulatedSink, SineTTS
 
 from .agents import ScriptAgent, boundary
+from .chains import start_chain
 from .conftest import StartSession
 
 
@@ -178,3 +181,46 @@ class TestDiscardedSpeech:
         (finished,) = await off.events.wait_finished(1)
         assert finished.message_id == "real"
         assert off.events.timeline() == [("started", "real"), ("finished", "real")]
+
+
+class TestSessionReleased:
+    """A closed session that spoke is garbage-collected tracked exactly as untracked: the
+    state kept per session goes once its last tracker has reported everything."""
+
+    @pytest.mark.parametrize("close_tracker", [True, False], ids=["tracker.aclose", "session"])
+    async def test_bare_sink(self, close_tracker: bool) -> None:
+        assert await _spoke_and_released(tracked=False, chain=False) is True
+        assert await _spoke_and_released(tracked=True, chain=False, close=close_tracker) is True
+
+    async def test_roomio_chain(self) -> None:
+        untracked = await _spoke_and_released(tracked=False, chain=True)
+        assert await _spoke_and_released(tracked=True, chain=True) is untracked is True
+
+
+async def _spoke_and_released(*, tracked: bool, chain: bool, close: bool = True) -> bool:
+    """Start a session, play a reply, close everything; whether the session was freed."""
+    agent = ScriptAgent([boundary("a"), "Hello there.", boundary("b"), "Goodbye."])
+    if chain:
+        run = await start_chain(agent, sink="room", tracked=tracked)
+        session = run.session
+        await asyncio.wait_for(session.generate_reply().wait_for_playout(), 15)
+        await run.aclose()
+        del run
+    else:
+        sink = SimulatedSink()
+        session = AgentSession(llm=ScriptedLLM([]), tts=SineTTS())
+        session.output.audio = sink
+        tracker = ph.attach(session) if tracked else None
+        await session.start(agent, record=False)
+        await asyncio.wait_for(session.say("Hello there.").wait_for_playout(), 15)
+        await asyncio.wait_for(session.aclose(), 15)
+        if tracker is not None and close:
+            await asyncio.wait_for(tracker.aclose(), 15)
+        await sink.aclose()
+        del tracker, sink
+    for _ in range(5):  # a tracker left to itself closes within a few loop iterations
+        await asyncio.sleep(0)
+    session_ref = weakref.ref(session)
+    del session, agent
+    gc.collect()
+    return session_ref() is None

@@ -15,6 +15,11 @@ speeches in flight: a reported speech created just before ``detach()`` may read 
 later. It comes off the top once no tracker is left, and is never unlinked from the chain
 below: a speech that read it keeps forwarding through it, and the sink's reports reach
 livekit through it, whatever the trackers do.
+
+The state lives while a tracker is attached or still reporting: the last tracker to close
+lets it go, and a tracker attached after that starts a new one. (Kept for the session's
+lifetime, it would be the session's lifetime: the state reaches the session, through the
+output and the sink below it, so a registry entry would keep its own key alive.)
 """
 
 from __future__ import annotations
@@ -67,11 +72,19 @@ class SessionPlayback:
             self._output.remove_word_tap()
 
     def tracker_closed(self, session: AgentSession[Any]) -> None:
-        """A tracker finished reporting; the last one takes the output off the top."""
+        """A tracker finished reporting; the last one takes the output off the top and lets
+        the session's state go (a tracker attached later starts a new one)."""
         self._open -= 1
+        if self._open:
+            return
         output = self._output
-        if self._open == 0 and output is not None and session.output.audio is output:
+        if output is not None and session.output.audio is output:
             _livekit.install_quietly(session.output, output.below)
+        if _playbacks.get(session) is self:
+            # kept, it would keep the session alive (see the module docstring): through the
+            # output, the sink below it, the sink's tasks and their context, livekit's agent
+            # activity
+            del _playbacks[session]
 
     def install(self, session: AgentSession[Any]) -> None:
         """Put the output on top of the session's chain, unless it is in the chain already."""
