@@ -17,9 +17,9 @@ below: a speech that read it keeps forwarding through it, and the sink's reports
 livekit through it, whatever the trackers do.
 
 The state lives while a tracker is attached or still reporting: the last tracker to close
-lets it go, and a tracker attached after that starts a new one. (Kept for the session's
-lifetime, it would be the session's lifetime: the state reaches the session, through the
-output and the sink below it, so a registry entry would keep its own key alive.)
+lets it go, and a tracker attached after that starts a new one. (Were it kept until the
+session is collected, the session never would be: the state reaches the session, through
+the output and the sink below it, so its registry entry would keep its own key alive.)
 """
 
 from __future__ import annotations
