@@ -26,6 +26,7 @@ the last one (the source's queue holds 100 ms), counting the audio it queued as 
 from __future__ import annotations
 
 import asyncio
+import gc
 import inspect
 import logging
 import re
@@ -58,6 +59,7 @@ from livekit.agents.voice.transcription import TranscriptSynchronizer
 from livekit.rtc.participant import PublishDataError
 
 import playback_hooks as ph
+from playback_hooks import _ledger, _session
 from playback_hooks.testing import (
     AvatarWorker,
     EventCollector,
@@ -1473,3 +1475,18 @@ class TestRecipe:
         tests = [v for k, v in namespace.items() if k.startswith("test_") and callable(v)]
         assert len(tests) == 1
         await tests[0]()
+
+
+class TestSessionReleased:
+    """Once a session that played through an avatar is closed, the package keeps nothing
+    of it. (Whether the session itself is collected at once depends on livekit: a cancelled
+    timer of its audio source holds the session's context until the timer's time comes,
+    tracked or not.)"""
+
+    async def test_no_state_left(self) -> None:
+        run = await play(ScriptAgent(THREE), reply_once, tracked=True)
+        assert run.leftover == []
+        assert [e.played for e in run.collected.finished] == ["full"] * 3
+        del run
+        gc.collect()
+        assert (len(_session._playbacks), len(_ledger._reporting)) == (0, 0)
