@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from livekit import rtc
 from livekit.agents import AgentSession
+from livekit.agents.voice.io import AudioOutput, AudioOutputCapabilities
 
 import playback_hooks as ph
 from playback_hooks import _ledger, _session
@@ -35,6 +36,30 @@ class CallCountingSink(SimulatedSink):
     def flush(self) -> None:
         self.calls["flush"] += 1
         super().flush()
+
+
+class _AppOutput(AudioOutput):
+    """An output an app puts on top of the chain itself: forwards everything."""
+
+    def __init__(self, below: AudioOutput) -> None:
+        super().__init__(
+            label="AppOutput",
+            capabilities=AudioOutputCapabilities(pause=True),
+            next_in_chain=below,
+            sample_rate=below.sample_rate,
+        )
+        self._below = below
+
+    async def capture_frame(self, frame: rtc.AudioFrame) -> None:
+        await super().capture_frame(frame)
+        await self._below.capture_frame(frame)
+
+    def flush(self) -> None:
+        super().flush()
+        self._below.flush()
+
+    def clear_buffer(self) -> None:
+        self._below.clear_buffer()
 
 
 class TestAttach:
@@ -131,6 +156,40 @@ class TestAttach:
         assert finished.played == "full"
         assert finished.started_at == new_sink.segments[0].started_at
         assert off.sink.segments == []
+
+    async def test_app_output_above_outlives_the_last_tracker(
+        self, start_session: StartSession
+    ) -> None:
+        # The app wraps the chain after the tracker's output went on top. When the last
+        # tracker closes, that output cannot come off the top and stays under the app's,
+        # forwarding; a tracker attached later reports every message once, at the sink's time.
+        off = await start_session(ScriptAgent([boundary("later"), "After the new tracker."]))
+        await off.session.say("Before the app's output.").wait_for_playout()
+        tracking = off.session.output.audio
+        assert tracking is not None and tracking.next_in_chain is off.sink
+        app = _AppOutput(tracking)
+        off.session.output.audio = app
+        await off.session.say("Under the app's output.").wait_for_playout()
+        await off.tracker.aclose()
+        assert off.session.output.audio is app and app.next_in_chain is tracking
+        assert len(off.events.finished) == 2
+        tracker = ph.attach(off.session)
+        events = ph.testing.EventCollector(off.session)
+        try:
+            handle = off.session.generate_reply()
+            await asyncio.wait_for(handle.wait_for_playout(), 10)
+            await asyncio.wait_for(events.wait_finished(1), 10)
+            for _ in range(5):
+                await asyncio.sleep(0)
+        finally:
+            events.close()
+            await tracker.aclose()
+        assert events.timeline() == [("started", "later"), ("finished", "later")]
+        assert events.finished[0].played == "full"
+        assert events.started[0].started_at == off.sink.segments[-1].started_at
+        assert off.session.output.audio is app  # the new tracker's output came off the top
+        assert [s.flushed for s in off.sink.segments] == [True, True, True]
+        assert (len(_session._playbacks), len(_ledger._reporting)) == (0, 0)
 
     async def test_session_close_detaches(self, start_session: StartSession) -> None:
         off = await start_session(ScriptAgent())

@@ -20,6 +20,9 @@ The state lives while a tracker is attached or still reporting: the last tracker
 lets it go, and a tracker attached after that starts a new one. (Were it kept until the
 session is collected, the session never would be: the state reaches the session, through
 the output and the sink below it, so its registry entry would keep its own key alive.)
+If the app has put an output of its own above this one, this one cannot come off the top:
+it stays under the app's and forwards, binding no segment (its ledger reports no speech
+any more), and a tracker attached later puts a new output above the app's.
 """
 
 from __future__ import annotations
