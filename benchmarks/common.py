@@ -16,10 +16,11 @@ import math
 import statistics
 import sys
 import time
+import types
 from collections.abc import AsyncIterable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, Literal, TypeVar, cast
 
 import numpy as np
 from livekit import rtc
@@ -41,6 +42,8 @@ from playback_hooks import _livekit
 from playback_hooks.testing import ScriptedLLM, SimulatedSink, SineTTS
 
 SAMPLE_RATE = ROOM_SAMPLE_RATE
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 ChainKind = Literal["roomio", "bare"]
 """``"roomio"``: synchronizer > participant output; ``"bare"``: the participant output alone."""
@@ -360,6 +363,23 @@ def new_speech(session: AgentSession[Any], *, recorded: bool = True) -> SpeechHa
         super(AgentSession, session).emit("speech_created", ev)
     _livekit.mark_scheduled(handle)
     return handle
+
+
+def own_call_sites(fn: F) -> F:
+    """A copy of ``fn`` whose call sites are its own.
+
+    CPython keeps what it learned at each call site (the type of ``out`` in
+    ``out.capture_frame(frame)``, and where ``capture_frame`` is found on it) in the code
+    object. livekit's forwarding code is one site for all the sessions of a process, and in
+    a fleet every session is tracked or none is: that site sees one type. A benchmark that
+    drives tracked and untracked sessions through one function makes each side pay for the
+    other's type there, which hides part of what a tracked fleet pays (see the benchmarks'
+    README). Each side drives its frames through its own copy.
+    """
+    code = fn.__code__.replace()
+    copy = types.FunctionType(code, fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
+    copy.__kwdefaults__ = fn.__kwdefaults__
+    return cast(F, copy)
 
 
 def end_speech(handle: SpeechHandle) -> None:

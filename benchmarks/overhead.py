@@ -40,7 +40,7 @@ import asyncio
 import gc
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,6 +63,7 @@ from .common import (
     end_speech,
     in_speech,
     new_speech,
+    own_call_sites,
     pcm_frame,
     ratio,
     round_table,
@@ -159,6 +160,23 @@ def _reports(seg: _Open) -> None:
     seg.progressed_events = len(sink.progressed_ns) - np_
 
 
+@dataclass(frozen=True)
+class _Sites:
+    """The calls into a session's output, through call sites of their own (see
+    ``own_call_sites``): one set per chain and side, as if each ran in its own process."""
+
+    open: Callable[[Chain, bool, rtc.AudioFrame], Awaitable[_Open]]
+    frame: Callable[[_Open, rtc.AudioFrame], Awaitable[None]]
+    flush: Callable[[_Open], None]
+
+
+_SITES = {
+    (kind, tracked): _Sites(own_call_sites(_open), own_call_sites(_frame), own_call_sites(_flush))
+    for kind in CHAIN_KINDS
+    for tracked in (True, False)
+}
+
+
 async def _calls_per_frame(chain: Chain, frame: rtc.AudioFrame, frames: int) -> float:
     """Calls into the tracker's code per steady-state frame of one tracked segment."""
     tracker = ph.attach(chain.session)
@@ -194,14 +212,16 @@ async def _step(
         # a1 b1 a2 b2 ..., reversed every other time: each group as often first as last
         order = [c for pair in zip(a, b, strict=True) for c in pair]
         order = order if step % 2 == 0 else order[::-1]
-        segs[kind] = [await _open(c, c in tracked[kind], frame) for c in order]
+        segs[kind] = [
+            await _SITES[kind, c in tracked[kind]].open(c, c in tracked[kind], frame) for c in order
+        ]
     for k in range(frames - 1):
         for kind in CHAIN_KINDS:
             for seg in segs[kind] if k % 2 == 0 else segs[kind][::-1]:
-                await _frame(seg, frame)
+                await _SITES[kind, seg.tracked].frame(seg, frame)
     everything = [seg for kind in CHAIN_KINDS for seg in segs[kind]]
     for seg in everything:
-        _flush(seg)
+        _SITES[seg.chain.kind, seg.tracked].flush(seg)
     await asyncio.gather(*(seg.out.wait_for_playout() for seg in everything))
     for seg in everything:
         end_speech(seg.handle)

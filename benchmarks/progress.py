@@ -50,6 +50,7 @@ from .common import (
     end_speech,
     in_speech,
     new_speech,
+    own_call_sites,
     pcm_frame,
     ratio_target,
 )
@@ -245,10 +246,16 @@ async def _compare(*, per_word: bool, repetitions: int, **sizes: int) -> dict[st
     events = {kind: 0 for kind in KINDS}
     heard_text_seen: dict[str, list[str | None]] = {kind: [] for kind in KINDS}
 
+    # each role drives its sessions through call sites of its own (see own_call_sites)
+    frames_of = {kind: own_call_sites(_frames) for kind in KINDS}
+    words_of = {kind: own_call_sites(_words) for kind in KINDS}
+
     async def one(side: _Side) -> float:
         if per_word:
-            return await _words(side, frame, sizes["words"])
-        return await _frames(side, frame, sizes["segments"], sizes["frames_per_segment"])
+            return await words_of[side.kind](side, frame, sizes["words"])
+        return await frames_of[side.kind](
+            side, frame, sizes["segments"], sizes["frames_per_segment"]
+        )
 
     # whole sets of the six orders
     per_round = max(1, repetitions // ROUNDS // len(ORDERS)) * len(ORDERS)
