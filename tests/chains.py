@@ -48,8 +48,11 @@ API; ``ChainRun.attach()`` is the one place that attaches it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sys
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -367,6 +370,44 @@ async def start_chain(
         run.attach()
     await session.start(agent, record=False)
     return run
+
+
+@dataclass
+class ForwardingCalls:
+    """What livekit's audio forwarding (the speech's ``_audio_forwarding_task``, which hands
+    every frame to ``session.output.audio``) called, seen by a profiling hook."""
+
+    frames: int = 0
+    """``capture_frame`` calls it made, into whichever output."""
+    tracker: Counter[str] = field(default_factory=Counter)
+    """Calls it made into the package's code (not its testing kit), by function name; a
+    coroutine resumed counts again."""
+
+
+@contextlib.contextmanager
+def forwarding_calls() -> Iterator[ForwardingCalls]:
+    """Watch what livekit's audio forwarding calls (see ``ForwardingCalls``)."""
+    package = str(Path(ph.__file__).parent)
+    testing = str(Path(ph.__file__).parent / "testing")
+    seen = ForwardingCalls()
+
+    def profile(frame: Any, event: str, arg: Any) -> None:
+        if event != "call":
+            return
+        caller = frame.f_back
+        if caller is None or caller.f_code.co_name != "_audio_forwarding_task":
+            return
+        path = frame.f_code.co_filename
+        if path.startswith(package) and not path.startswith(testing):
+            seen.tracker[frame.f_code.co_name] += 1
+        if frame.f_code.co_name in ("capture_frame", "_first_frame"):
+            seen.frames += 1
+
+    sys.setprofile(profile)
+    try:
+        yield seen
+    finally:
+        sys.setprofile(None)
 
 
 # -- the user talking over the agent ------------------------------------------------------

@@ -74,7 +74,7 @@ from playback_hooks.testing import (
 from playback_hooks.testing.room import LinkedLocalParticipant
 
 from .agents import Item, ScriptAgent, boundary
-from .chains import RecordingTextOutput
+from .chains import RecordingTextOutput, forwarding_calls
 
 RPC_STARTED = "lk.playback_started"
 RPC_FINISHED = "lk.playback_finished"
@@ -1475,6 +1475,20 @@ class TestRecipe:
         tests = [v for k, v in namespace.items() if k.startswith("test_") and callable(v)]
         assert len(tests) == 1
         await tests[0]()
+
+
+class TestFramePath:
+    """livekit asks the output on top for its sample rate before every frame until the
+    avatar reports the segment's start, so here on every frame: livekit's forwarding still
+    calls the tracker's code only at a segment's first frame and at its flush."""
+
+    async def test_frames_reach_the_output_below_directly(self) -> None:
+        with forwarding_calls() as calls:
+            run = await play(ScriptAgent(THREE), reply_once, tracked=True)
+        assert [e.played for e in run.collected.finished] == ["full"] * 3
+        assert set(calls.tracker) == {"_first_frame", "flush"}
+        assert calls.tracker["flush"] == 3
+        assert calls.frames > 5 * calls.tracker["_first_frame"]
 
 
 class TestSessionReleased:

@@ -10,6 +10,7 @@ states, its log warnings) must not change when the tracker is attached.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -24,7 +25,13 @@ import playback_hooks as ph
 from playback_hooks.testing import SimulatedSink
 
 from .agents import Item, ScriptAgent, boundary
-from .chains import ChainRun, start_chain, user_starts_speaking, user_stops_speaking
+from .chains import (
+    ChainRun,
+    forwarding_calls,
+    start_chain,
+    user_starts_speaking,
+    user_stops_speaking,
+)
 
 # SineTTS's default: a text's tone lasts len(text.strip()) * this (livekit then pads it
 # a little, so a segment's audio is at least that long)
@@ -347,6 +354,22 @@ class TestParticipantAudioOutput:
             assert len(outcome.run.room.local_participant.published) == 1
         check_three_in_full(tracked, THREE)
         assert_livekit_unchanged(tracked, untracked)
+
+    async def test_frames_reach_the_output_below_directly(self) -> None:
+        # livekit's forwarding calls the tracker's code at a segment's first frame and at its
+        # flush, and for no other frame
+        run = await start_chain(ScriptAgent(THREE_SCRIPT), sink="room")
+        try:
+            with forwarding_calls() as calls:
+                handle = run.session.generate_reply()
+                await asyncio.wait_for(handle.wait_for_playout(), 20)
+        finally:
+            await run.aclose()
+        assert run.events is not None
+        assert [e.played for e in run.events.finished] == ["full"] * 3
+        assert set(calls.tracker) == {"_first_frame", "flush"}
+        assert calls.tracker["flush"] == 3
+        assert calls.frames > 5 * calls.tracker["_first_frame"]
 
     async def test_false_interruption_pauses_and_resumes_m2(
         self, caplog: pytest.LogCaptureFixture

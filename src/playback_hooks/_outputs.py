@@ -8,6 +8,7 @@ any speech may use it, whichever tracker reports that speech (see ``_session``).
 
 from __future__ import annotations
 
+import operator
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine
@@ -59,9 +60,11 @@ class TransparentOutput(AudioOutput):
     def next_in_chain(self) -> AudioOutput:
         return self._below
 
-    @property
-    def sample_rate(self) -> int | None:
-        return self._below.sample_rate
+    # livekit asks the output on top for its sample rate before each frame until the sink
+    # reports the segment's start (with an avatar, every frame of it): the answer is the
+    # output below's, looked up by CPython's own property and attrgetter, with no code of
+    # this package in between.
+    sample_rate = property(operator.attrgetter("_below.sample_rate"))
 
     async def capture_frame(self, frame: rtc.AudioFrame) -> None:
         await super().capture_frame(frame)
