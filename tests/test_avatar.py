@@ -1479,8 +1479,8 @@ class TestRecipe:
 
 class TestFramePath:
     """livekit asks the output on top for its sample rate before every frame until the
-    avatar reports the segment's start, so here on every frame: livekit's forwarding still
-    calls the tracker's code only at a segment's first frame and at its flush."""
+    avatar reports the segment's start, here every frame: livekit's forwarding still calls
+    the tracker's code only at a segment's first frame and at its flush."""
 
     async def test_frames_reach_the_output_below_directly(self) -> None:
         with forwarding_calls() as calls:

@@ -61,9 +61,9 @@ class TransparentOutput(AudioOutput):
         return self._below
 
     # livekit asks the output on top for its sample rate before each frame until the sink
-    # reports the segment's start (with an avatar, every frame of it): the answer is the
-    # output below's, looked up by CPython's own property and attrgetter, with no code of
-    # this package in between.
+    # reports the segment's start (RoomIO's output and avatars report it once the audio
+    # plays): the answer is the output below's, looked up by CPython's own property and
+    # attrgetter, with no code of this package in between.
     sample_rate = property(operator.attrgetter("_below.sample_rate"))
 
     async def capture_frame(self, frame: rtc.AudioFrame) -> None:
