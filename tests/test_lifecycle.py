@@ -161,8 +161,9 @@ class TestAttach:
         self, start_session: StartSession
     ) -> None:
         # The app wraps the chain after the tracker's output went on top. When the last
-        # tracker closes, that output cannot come off the top and stays under the app's,
-        # forwarding; a tracker attached later reports every message once, at the sink's time.
+        # tracker closes, that output cannot come off the top and stays under the app's; a
+        # tracker attached later takes it over there (no second one above the app's) and
+        # reports every message once, at the sink's time.
         off = await start_session(ScriptAgent([boundary("later"), "After the new tracker."]))
         await off.session.say("Before the app's output.").wait_for_playout()
         tracking = off.session.output.audio
@@ -177,6 +178,7 @@ class TestAttach:
         events = ph.testing.EventCollector(off.session)
         try:
             handle = off.session.generate_reply()
+            assert off.session.output.audio is app and app.next_in_chain is tracking
             await asyncio.wait_for(handle.wait_for_playout(), 10)
             await asyncio.wait_for(events.wait_finished(1), 10)
             for _ in range(5):
@@ -187,7 +189,7 @@ class TestAttach:
         assert events.timeline() == [("started", "later"), ("finished", "later")]
         assert events.finished[0].played == "full"
         assert events.started[0].started_at == off.sink.segments[-1].started_at
-        assert off.session.output.audio is app  # the new tracker's output came off the top
+        assert off.session.output.audio is app and app.next_in_chain is tracking
         assert [s.flushed for s in off.sink.segments] == [True, True, True]
         assert (len(_session._playbacks), len(_ledger._reporting)) == (0, 0)
 

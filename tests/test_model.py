@@ -753,3 +753,28 @@ def test_tracker_state_machine() -> None:
         if report := os.environ.get("PLAYBACK_HOOKS_FUZZ_REPORT"):
             with open(report, "w") as f:
                 f.write(f"fuzz: {TrackerMachine.examples} examples, {failures} failures\n")
+
+
+@pytest.mark.usefixtures("quiet_log")
+def test_tracker_attached_after_the_last_closed_follows_the_older_segments() -> None:
+    """Found by ``make fuzz``: the last tracker closes while the sink still holds a segment
+    (its speech ended first), a new tracker's message starts playing, then the sink reports
+    a played run of the older segment. The run is the older segment's, not the new
+    message's: one output follows the sink's segments for the whole session."""
+    machine = TrackerMachine()
+    try:
+        machine.build_chain(synchronized=False)
+        older = machine.speech_plays(frames=2, named=False)
+        machine.capture(handle=older, frames=2, flush=True)
+        machine.sink_progressed(fraction=0.4)
+        machine.speech_done(handle=older, interrupted=True)
+        output = machine.output
+        machine.speech_then_attach(scheduled=False)  # the last tracker closes first
+        machine.speech_plays(frames=1, named=True)
+        assert machine.output is output
+        machine.sink_progressed(fraction=1.0)  # the rest of the older segment
+        machine.progress_holds()
+        machine.guarantees_hold()
+        machine.no_internal_error()
+    finally:
+        machine.teardown()

@@ -194,6 +194,14 @@ class TrackingOutput(TransparentOutput):
         """The output this one forwards to."""
         return self._below
 
+    def report_to(self, ledger: Ledger) -> None:
+        """Bind segments in ``ledger`` from now on: a session's new state takes this output
+        over. The segments it follows stay as they are: those of the old ledger's messages
+        have ended there, and what the sink says of them changes nothing any more."""
+        self.remove_word_tap()  # it reports to the old order
+        self._ledger = ledger
+        self._order = ledger.order
+
     # -- the frame path ---------------------------------------------------------------------
 
     async def _first_frame(self, frame: rtc.AudioFrame) -> None:

@@ -20,9 +20,11 @@ The state lives while a tracker is attached or still reporting: the last tracker
 lets it go, and a tracker attached after that starts a new one. (Were it kept until the
 session is collected, the session never would be: the state reaches the session, through
 the output and the sink below it, so its registry entry would keep its own key alive.)
-If the app has put an output of its own above this one, this one cannot come off the top:
-it stays under the app's and forwards, binding no segment (its ledger reports no speech
-any more), and a tracker attached later puts a new output above the app's.
+The output outlives the state: it stays linked below (and, if the app has put an output of
+its own above it, in the chain), and the next state takes it over, found through a weak
+reference (the chain keeps it alive while it is in it). So one output follows the sink's
+segments for the whole session: the sink reports its segments in order, and an output that
+had not seen the older ones would take their reports for its own segments'.
 """
 
 from __future__ import annotations
@@ -88,6 +90,13 @@ class SessionPlayback:
             # output, the sink below it, the sink's tasks and their context, livekit's agent
             # activity
             del _playbacks[session]
+            if output is not None:
+                _left[session] = weakref.ref(output)
+
+    def take_over(self, output: TrackingOutput) -> None:
+        """Serve the session through ``output``, left by the session's previous state."""
+        output.report_to(self.ledger)
+        self._output = output
 
     def install(self, session: AgentSession[Any]) -> None:
         """Put the output on top of the session's chain, unless it is in the chain already."""
@@ -123,9 +132,20 @@ _playbacks: weakref.WeakKeyDictionary[AgentSession[Any], SessionPlayback] = (
 )
 
 
+# The output of a session whose state was let go, for the next state to take over (weakly:
+# an output in no chain any more has nothing to follow).
+_left: weakref.WeakKeyDictionary[AgentSession[Any], weakref.ref[TrackingOutput]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 def playback_for(session: AgentSession[Any], loop: asyncio.AbstractEventLoop) -> SessionPlayback:
-    """The session's shared state, made the first time a tracker is attached to it."""
+    """The session's shared state, made when a tracker is attached and none is left."""
     playback = _playbacks.get(session)
     if playback is None or playback.loop is not loop:
         playback = _playbacks[session] = SessionPlayback(loop)
+        left = _left.pop(session, None)
+        output = None if left is None else left()
+        if output is not None:
+            playback.take_over(output)
     return playback
