@@ -11,14 +11,14 @@ from typing import Any
 import pytest
 from livekit import rtc
 from livekit.agents import AgentSession
-from livekit.agents.voice.io import AudioOutput, AudioOutputCapabilities
+from livekit.agents.voice.recorder_io import RecorderIO
 
 import playback_hooks as ph
 from playback_hooks import _ledger, _session
 from playback_hooks.testing import ScriptedLLM, SimulatedSink, SineTTS
 
 from .agents import ScriptAgent, boundary
-from .chains import start_chain
+from .chains import SilentAudioInput, start_chain
 from .conftest import StartSession
 
 
@@ -36,30 +36,6 @@ class CallCountingSink(SimulatedSink):
     def flush(self) -> None:
         self.calls["flush"] += 1
         super().flush()
-
-
-class _AppOutput(AudioOutput):
-    """An output an app puts on top of the chain itself: forwards everything."""
-
-    def __init__(self, below: AudioOutput) -> None:
-        super().__init__(
-            label="AppOutput",
-            capabilities=AudioOutputCapabilities(pause=True),
-            next_in_chain=below,
-            sample_rate=below.sample_rate,
-        )
-        self._below = below
-
-    async def capture_frame(self, frame: rtc.AudioFrame) -> None:
-        await super().capture_frame(frame)
-        await self._below.capture_frame(frame)
-
-    def flush(self) -> None:
-        super().flush()
-        self._below.flush()
-
-    def clear_buffer(self) -> None:
-        self._below.clear_buffer()
 
 
 class TestAttach:
@@ -157,39 +133,44 @@ class TestAttach:
         assert finished.started_at == new_sink.segments[0].started_at
         assert off.sink.segments == []
 
-    async def test_app_output_above_outlives_the_last_tracker(
-        self, start_session: StartSession
+    async def test_output_put_above_outlives_the_last_tracker(
+        self, start_session: StartSession, tmp_path: Path
     ) -> None:
-        # The app wraps the chain after the tracker's output went on top. When the last
-        # tracker closes, that output cannot come off the top and stays under the app's; a
-        # tracker attached later takes it over there (no second one above the app's) and
-        # reports every message once, at the sink's time.
+        # livekit's recorder goes on top after the tracker's output did (an app starting to
+        # record mid-session). When the last tracker closes, its output cannot come off the
+        # top and stays under the recorder's; a tracker attached later takes it over there
+        # (no second one above) and reports every message once, at the sink's time.
         off = await start_session(ScriptAgent([boundary("later"), "After the new tracker."]))
-        await off.session.say("Before the app's output.").wait_for_playout()
+        await off.session.say("Before the recorder.").wait_for_playout()
         tracking = off.session.output.audio
         assert tracking is not None and tracking.next_in_chain is off.sink
-        app = _AppOutput(tracking)
-        off.session.output.audio = app
-        await off.session.say("Under the app's output.").wait_for_playout()
-        await off.tracker.aclose()
-        assert off.session.output.audio is app and app.next_in_chain is tracking
-        assert len(off.events.finished) == 2
-        tracker = ph.attach(off.session)
-        events = ph.testing.EventCollector(off.session)
+        recorder = RecorderIO(agent_session=off.session)
+        off.session.input.audio = recorder.record_input(SilentAudioInput())
+        above = off.session.output.audio = recorder.record_output(tracking)
+        await recorder.start(output_path=tmp_path / "recording.ogg")
         try:
-            handle = off.session.generate_reply()
-            assert off.session.output.audio is app and app.next_in_chain is tracking
-            await asyncio.wait_for(handle.wait_for_playout(), 10)
-            await asyncio.wait_for(events.wait_finished(1), 10)
-            for _ in range(5):
-                await asyncio.sleep(0)
+            await off.session.say("Under the recorder.").wait_for_playout()
+            await off.tracker.aclose()
+            assert off.session.output.audio is above and above.next_in_chain is tracking
+            assert len(off.events.finished) == 2
+            tracker = ph.attach(off.session)
+            events = ph.testing.EventCollector(off.session)
+            try:
+                handle = off.session.generate_reply()
+                assert off.session.output.audio is above and above.next_in_chain is tracking
+                await asyncio.wait_for(handle.wait_for_playout(), 10)
+                await asyncio.wait_for(events.wait_finished(1), 10)
+                for _ in range(5):
+                    await asyncio.sleep(0)
+            finally:
+                events.close()
+                await tracker.aclose()
         finally:
-            events.close()
-            await tracker.aclose()
+            await recorder.aclose()
         assert events.timeline() == [("started", "later"), ("finished", "later")]
         assert events.finished[0].played == "full"
         assert events.started[0].started_at == off.sink.segments[-1].started_at
-        assert off.session.output.audio is app and app.next_in_chain is tracking
+        assert off.session.output.audio is above and above.next_in_chain is tracking
         assert [s.flushed for s in off.sink.segments] == [True, True, True]
         assert (len(_session._playbacks), len(_ledger._reporting)) == (0, 0)
 
