@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import weakref
 from pathlib import Path
 from typing import Any
@@ -173,6 +174,29 @@ class TestAttach:
         assert off.session.output.audio is above and above.next_in_chain is tracking
         assert [s.flushed for s in off.sink.segments] == [True, True, True]
         assert (len(_session._playbacks), len(_ledger._reporting)) == (0, 0)
+
+    async def test_chain_replaced_while_no_tracker_is_attached(
+        self, start_session: StartSession, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        # the app swaps the chain while no tracker is attached: a tracker attached later
+        # tracks the new chain, with no word of a replacement made under its watch
+        caplog.set_level(logging.INFO, logger="playback_hooks")
+        off = await start_session(ScriptAgent([boundary("new"), "On the new sink."]))
+        await off.session.say("On the first sink.").wait_for_playout()
+        await off.tracker.aclose()
+        new_sink = SimulatedSink()
+        off.session.output.audio = new_sink
+        tracker = ph.attach(off.session)
+        try:
+            off.session.generate_reply()
+            finished = await tracker.wait_for("new", "finished", timeout=10)
+        finally:
+            await tracker.aclose()
+            await new_sink.aclose()
+        assert finished.played == "full"
+        assert finished.started_at == new_sink.segments[0].started_at
+        assert off.session.output.audio is new_sink
+        assert not [r for r in caplog.records if "was replaced" in r.getMessage()]
 
     async def test_session_close_detaches(self, start_session: StartSession) -> None:
         off = await start_session(ScriptAgent())

@@ -146,6 +146,12 @@ def playback_for(session: AgentSession[Any], loop: asyncio.AbstractEventLoop) ->
         playback = _playbacks[session] = SessionPlayback(loop)
         left = _left.pop(session, None)
         output = None if left is None else left()
-        if output is not None:
+        top = session.output.audio
+        # unless the app has replaced the chain meanwhile: the output follows the old one
+        if (
+            output is not None
+            and top is not None
+            and (top is output.below or _in_chain(top, output))
+        ):
             playback.take_over(output)
     return playback
