@@ -326,14 +326,14 @@ async def _measure(sizes: Sizes) -> dict[str, Any]:
     return results
 
 
-def _emitter_events(name: str, progressed: float) -> float:
+def _emitter_events(name: str) -> float:
     """How many events a segment part passes through the listener the tracker adds below.
 
     The tracker's output listens below itself (or to the session, for ``speech_created``)
-    once per event; livekit's listeners above move onto it rather than multiply.
+    once per event; livekit's listeners above move onto it rather than multiply. It does
+    not listen to the sink's progress reports here: no message's progress is followed and
+    nothing listens above it.
     """
-    if name == "playback_progressed":
-        return progressed
     return 1.0 if name in ("speech_created", "playback_started", "playback_finished") else 0.0
 
 
@@ -433,7 +433,7 @@ def report(res: dict[str, Any]) -> list[str]:
         total = {"untracked": 0.0, "tracked": 0.0, "emitter": 0.0}
         for name in PARTS:
             p = c["parts_ns"][name]
-            emitter = hop * _emitter_events(name, c["progressed_events_per_segment"])
+            emitter = hop * _emitter_events(name)
             total["untracked"] += p["untracked"]
             total["tracked"] += p["tracked"]
             total["emitter"] += emitter
@@ -462,8 +462,9 @@ def report(res: dict[str, Any]) -> list[str]:
         f"the tracker's listener (a function carrying its precomputed `__signature__`) "
         f"{em['emit_tracker_listener_ns']:,.0f}; for scale, calling the method directly "
         f"{em['direct_call_ns']:,.0f}. The tracker listens once below its output and once "
-        f"on the session, so each event (speech created, playback started, progressed, "
-        f"finished) pays about {hop / 1000:,.1f} µs of livekit's emitter for it (it was "
+        "on the session, so each event (speech created, playback started, finished; "
+        "progressed only while progress is followed) pays about "
+        f"{hop / 1000:,.1f} µs of livekit's emitter for it (it was "
         f"{(em['emit_bound_method_ns'] - em['emit_no_listener_ns']) / 1000:,.1f} µs with a "
         "bound method). Calls into the tracker's code per steady-state frame: "
         + ", ".join(f"{CHAIN_NAMES[k]} {v:g}" for k, v in res["tracker_calls_per_frame"].items())

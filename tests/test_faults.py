@@ -12,7 +12,7 @@ from livekit.agents import Agent
 
 import playback_hooks as ph
 from playback_hooks._order import PlaybackOrder
-from playback_hooks.testing import SimulatedSink
+from playback_hooks.testing import EventCollector, SimulatedSink
 
 from .agents import ScriptAgent, boundary
 from .chains import start_chain
@@ -197,7 +197,8 @@ class TestInternalErrors:
         self, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         # RoomIO's participant output reports played runs (here: the end of each playout);
-        # following them is guarded where it runs, not through guarded()
+        # following them (for a message whose progress is followed) is guarded where it
+        # runs, not through guarded()
         def broken(*args: Any) -> None:
             raise RuntimeError("bookkeeping bug")
 
@@ -206,11 +207,13 @@ class TestInternalErrors:
             ScriptAgent([boundary("a"), "One.", boundary("b"), "Two."]), sink="room"
         )
         assert run.events is not None
+        progress = EventCollector(run.session, progress=True)
         try:
             handle = run.session.generate_reply()
             await asyncio.wait_for(handle.wait_for_playout(), 15)
             await run.events.wait_finished(2, timeout=5)
         finally:
+            progress.close()
             await run.aclose()
         runs = sum(len(segment) for segment in run.sink_reports.progressed)
         errors = [r for r in caplog.records if "internal error in" in r.getMessage()]

@@ -19,8 +19,10 @@ from typing import Any
 
 import pytest
 from livekit.agents import Agent
+from livekit.agents.voice.io import PlaybackProgressedEvent
 
 import playback_hooks as ph
+from playback_hooks._outputs import TrackingOutput
 from playback_hooks.testing import EventCollector, RealtimeItem, ScriptedRealtimeModel
 
 from .agents import Item, ScriptAgent, boundary
@@ -544,6 +546,60 @@ class TestInstalling:
         assert now is None
         # no synchronizer, no sink reports, no pause, no interval: nothing to report live
         assert collector.progressed == []
+
+
+class TestSinkRuns:
+    """The runs the sink reports cost the tracker nothing unless someone wants them."""
+
+    @pytest.mark.parametrize("followed", [False, True], ids=["no receiver", "receiver"])
+    async def test_heard_only_for_messages_followed(
+        self, followed: bool, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # RoomIO's participant output reports a played run at the end of each playout (and
+        # at every underrun): livekit's emitter calls each listener of the sink for each
+        heard: list[float] = []
+        below_progressed = TrackingOutput._below_progressed
+
+        def counting(output: TrackingOutput, ev: PlaybackProgressedEvent) -> None:
+            heard.append(ev.duration)
+            below_progressed(output, ev)
+
+        monkeypatch.setattr(TrackingOutput, "_below_progressed", counting)
+        run = await start_chain(ScriptAgent(THREE_SCRIPT), sink="room")
+        assert run.events is not None
+        collector = EventCollector(run.session, progress=True) if followed else None
+        try:
+            await run.session.generate_reply()
+            await run.events.wait_finished(3)
+        finally:
+            if collector is not None:
+                collector.close()
+            await run.aclose()
+        runs = [ev.duration for segment in run.sink_reports.progressed for ev in segment]
+        assert len(runs) >= 3
+        assert heard == (runs if followed else [])
+
+    async def test_an_output_above_hears_every_run(self) -> None:
+        # whatever listens to the tracker's output (an output put above it, the app) gets
+        # the sink's runs as without the tracker, though nobody follows progress
+        run = await start_chain(ScriptAgent(THREE_SCRIPT, THREE_SCRIPT), sink="room")
+        assert run.events is not None and run.tracker is not None
+        above: list[PlaybackProgressedEvent] = []
+        try:
+            await run.session.generate_reply()
+            await run.events.wait_finished(3)
+            top = run.session.output.audio  # the tracker's, since the first speech
+            assert isinstance(top, TrackingOutput)
+            top.on("playback_progressed", lambda ev: above.append(ev))
+            heard_before = sum(len(segment) for segment in run.sink_reports.progressed)
+            await run.session.generate_reply()
+            await run.events.wait_finished(6)
+        finally:
+            await run.aclose()
+        runs = [ev for segment in run.sink_reports.progressed for ev in segment]
+        assert len(runs) >= heard_before + 3
+        assert above == runs[heard_before:]
+        assert [e.played for e in run.events.finished] == ["full"] * 6
 
 
 PHRASE_RECIPE = Path(__file__).resolve().parent.parent / "docs" / "recipes" / "heard-phrase.md"

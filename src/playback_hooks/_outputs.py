@@ -41,7 +41,8 @@ class TransparentOutput(AudioOutput):
     1.8.x release): the chain below is exactly what it was without it, and
     ``replace_audio_tail()`` does what it did. It listens to ``below``'s reports through
     the public events and hands them to ``_below_started`` / ``_below_finished`` /
-    ``_below_cancelled`` / ``_below_progressed``, which subclasses extend.
+    ``_below_cancelled`` / ``_below_progressed``, which subclasses extend; to the progress
+    reports only once something wants them (``_hear_progress()``).
     """
 
     def __init__(self, below: AudioOutput, *, label: str) -> None:
@@ -54,7 +55,22 @@ class TransparentOutput(AudioOutput):
         self._below = below
         below.on("playback_started", listener(lambda ev: self._below_started(ev)))
         below.on("playback_finished", listener(lambda ev: self._on_below_finished(ev)))
-        below.on("playback_progressed", listener(lambda ev: self._below_progressed(ev)))
+        self._hears_progress = False  # whether it listens to below's progress reports
+
+    def on(self, event: Any, callback: Callable[..., Any] | None = None) -> Callable[..., Any]:
+        # whoever listens to this output's progress reports (an output put above it, the
+        # app) gets below's, passed up as they come
+        if event == "playback_progressed":
+            self._hear_progress()
+        return super().on(event, callback)
+
+    def _hear_progress(self) -> None:
+        """Listen to below's progress reports from now on. Until then they cost livekit's
+        emitter nothing: the sink reports runs at every underrun, often several times per
+        message, and nobody may want them."""
+        if not self._hears_progress:
+            self._hears_progress = True
+            self._below.on("playback_progressed", listener(lambda ev: self._below_progressed(ev)))
 
     @property
     def next_in_chain(self) -> AudioOutput:
@@ -244,8 +260,10 @@ class TrackingOutput(TransparentOutput):
             paused_at=self._paused_at,
             shows_words=self._synchronizer is not None,
         )
-        if msg is not None and msg.followed and self._synchronizer is not None:
-            self._tap_words()
+        if msg is not None and msg.followed:
+            self._hear_progress()
+            if self._synchronizer is not None:
+                self._tap_words()
         return msg
 
     def _tap_words(self) -> None:
@@ -327,7 +345,7 @@ class TrackingOutput(TransparentOutput):
             started_at=ev.started_at, offset=ev.offset, duration=ev.duration
         )
         msg = segments[0]
-        if msg is not None and msg.playhead is not None:
+        if msg is not None and msg.followed:
             try:
                 self._order.run_played(msg, ev.started_at, ev.duration, time.time())
             except Exception:

@@ -294,11 +294,14 @@ class PlaybackTracker:
 
         "Playing" as the events tell it: its started event is out and its finished event is
         not. Cheap (no I/O, no waiting): call it from any handler or tool. ``position`` is
-        computed now by the rule of ``MessagePlaybackProgressed.position`` and never less
-        than in an earlier event or call for that message. ``heard_text`` is followed only
-        while progress is wanted (a ``message_playback_progressed`` receiver for this
-        session, or a ``progress_interval``) when the message's audio began; it is None
-        otherwise, or without a transcription synchronizer. None once detached.
+        computed now and never less than in an earlier event or call for that message.
+        Progress is followed for a message if it was wanted (a
+        ``message_playback_progressed`` receiver for this session, or a
+        ``progress_interval``) when its audio began: ``position`` then follows the rule of
+        ``MessagePlaybackProgressed.position`` and ``heard_text`` the words shown (None
+        without a transcription synchronizer). Otherwise ``position`` is the time since the
+        message started, paused time left out (the sink's played runs are not followed), and
+        ``heard_text`` is None. None once detached.
         """
         if not self._attached:
             return None
