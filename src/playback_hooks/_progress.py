@@ -17,6 +17,9 @@ message that is playing is::
   output's ``pause()`` and ``resume()``. An interruption (``clear_buffer()``) stops the
   clock for good.
 
+The runs are fed in only for a message whose progress is followed (the output listens to
+the sink's reports only then); for any other, ``position`` is the clock from the start.
+
 Nothing caps the clock at the audio handed to the sink: counting it would put the tracker
 in the path of every frame. If the TTS falls behind real time mid-message, the estimate
 runs ahead of the audio until the sink reports the stall (RoomIO's output does when the

@@ -109,7 +109,8 @@ message_playback_progressed: Signal = _signals.signal(
     ``message_playback_started``. Every progress event of a message comes after its started
     event and before its finished event. While this signal has no receiver for a session
     (and its tracker has no ``progress_interval``), the tracker follows no progress for it:
-    nothing at all per word, no event made (and nothing per frame either way).
+    nothing at all per word or per played run the sink reports, no event made (and nothing
+    per frame either way).
     """,
 )
 
